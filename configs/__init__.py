@@ -1,0 +1,1 @@
+"""Hydra configs for dlcli, installed as a package so `pkg://dlcli.configs` finds them."""

@@ -1,0 +1,84 @@
+"""Checkpoints: everything needed to resume training or to evaluate without the config files.
+
+They hold only tensors and plain Python data, so they load with `torch.load(weights_only=True)`,
+which refuses anything that could run code when unpickled.
+"""
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlcli import __version__
+from dlcli.errors import CheckpointError
+from dlcli.files import write_atomic
+
+FORMAT = 1  # bumped when the layout changes; a checkpoint of a newer format is refused
+REQUIRED = ("format", "dlcli_version", "config", "model", "epoch")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    state = {"format": FORMAT, "dlcli_version": __version__, **state}
+    write_atomic(path, lambda f: torch.save(state, f), binary=True)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and sanity-check a checkpoint, or raise a one-line CheckpointError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; pass the .pt file, e.g. "
+                              "checkpoint=outputs/<run>/checkpoints/best.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()
+        if any("weights_only" in line.lower() or "unsupported global" in line.lower() for line in reason):
+            raise CheckpointError(f"checkpoint {path} was refused: it holds Python objects that could run code "
+                                  "when loaded, not only tensors and plain data; load only files written by "
+                                  "dlcli") from None
+        raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({reason[0] if reason else exc}); "
+                              "use another file, e.g. checkpoints/last.pt of the same run") from None
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); use another file, "
+                              "e.g. checkpoints/last.pt of the same run") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        raise CheckpointError(f"{path} is not a dlcli checkpoint (it lacks {', '.join(REQUIRED)})")
+    if not isinstance(state["format"], int) or state["format"] > FORMAT:
+        raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+                              f"{state['format']}, newer than this dlcli {__version__} reads ({FORMAT}); upgrade dlcli")
+    return state
+
+
+def load_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """Load model weights, turning a shape or key mismatch into one line."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(exc).__name__)
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({detail})") from None
+
+
+def rng_states() -> dict:
+    """Every random generator whose state decides what happens next."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,50 @@
+"""The `dlcli` command: a thin dispatcher that hands everything after the subcommand to Hydra.
+
+It imports neither torch nor Hydra itself, so `dlcli --help` answers at once.
+"""
+
+import importlib
+import sys
+
+from dlcli import __version__
+
+COMMANDS = {
+    "train": ("dlcli.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
+    "eval": ("dlcli.evaluate", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
+}
+
+USAGE = f"""usage: dlcli <command> [hydra overrides and options]
+
+dlcli {__version__}: train neural networks from Hydra YAML configs.
+
+commands:
+{chr(10).join(f"  {name:<7}{text}" for name, (_, text) in COMMANDS.items())}
+
+Each command takes Hydra's command line: key=value overrides, group=option choices,
+-m/--multirun for sweeps, --cfg job to print the config, --help for its config groups.
+  dlcli train --help
+  dlcli train -m optimizer.lr=0.1,0.01 optimizer.weight_decay=0,1e-4
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"dlcli {__version__}")
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"dlcli: unknown command {args[0]!r}; the commands are: {', '.join(COMMANDS)} "
+              "(see dlcli --help)", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
+    sys.argv = [f"dlcli {args[0]}", *args[1:]]
+    module.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""`dlcli eval`: rebuild the model from the config inside a checkpoint and evaluate it."""
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dlcli.app import run_guarded
+from dlcli.errors import ConfigError
+from dlcli.settings import ImageDataSettings, load_settings, require
+
+log = logging.getLogger("dlcli")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dlcli.configs", config_name="eval")
+def main(cfg: DictConfig) -> dict:
+    return run_guarded(evaluate_checkpoint, cfg)
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
+        raise ConfigError("checkpoint is required: dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt")
+    require(cfg.split in ("test", "val"), "split", cfg.split, "test or val")
+
+    import torch
+
+    from dlcli.app import resolve_device, set_threads, versions
+    from dlcli.checkpoint import load_checkpoint, load_weights
+    from dlcli.data import load_data
+    from dlcli.files import write_json
+    from dlcli.losses import build_loss
+    from dlcli.models import build_model
+    from dlcli.trainer import evaluate
+
+    path = Path(cfg.checkpoint).expanduser()
+    state = load_checkpoint(path)
+    config = state["config"]
+    if not isinstance(config, dict):
+        raise ConfigError(f"checkpoint {path} holds no config to rebuild the model from")
+    if cfg.data.root is not None:
+        config["data"]["root"] = str(cfg.data.root)
+    config["trainer"]["device"] = cfg.trainer.device
+    if cfg.trainer.eval_batch_size is not None:
+        config["trainer"]["eval_batch_size"] = cfg.trainer.eval_batch_size
+    settings = load_settings(config)
+    t = settings.trainer
+    set_threads(t.threads)
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+
+    data = load_data(settings.data, t.seed, t.val_fraction, device)
+    model = build_model(settings.model, data.input_shape, data.num_classes).to(device)
+    load_weights(model, state, path)
+    result = evaluate(model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size)
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    report = {
+        "checkpoint": str(path.resolve()),
+        "split": cfg.split,
+        "epoch": state["epoch"],
+        "model": settings.model.name,
+        "data": settings.data.name,
+        "loss": result["loss"],
+        "acc": result["acc"],
+        "n": result["n"],
+        "per_class_acc": per_class_accuracy(result["confusion"]),
+        "classes": list(data.classes),
+        "confusion": result["confusion"],
+        "device": str(device),
+        "versions": versions(),
+    }
+    if isinstance(settings.data, ImageDataSettings):
+        report["data_root"] = settings.data.root
+    write_json(run_dir / "eval.json", report)
+    print_report(report)
+    log.info(f"wrote {run_dir / 'eval.json'}")
+    return report
+
+
+def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
+    return [row[i] / sum(row) if sum(row) else 0.0 for i, row in enumerate(confusion)]
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    head = Table(title=f"{report['model']} on {report['data']} ({report['split']}, {report['n']:,} samples, "
+                       f"epoch {report['epoch']})")
+    head.add_column("loss", justify="right")
+    head.add_column("accuracy", justify="right")
+    head.add_row(f"{report['loss']:.4f}", f"{report['acc']:.2%}")
+    console.print(head)
+
+    classes = report["classes"]
+    matrix = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    matrix.add_column("class")
+    matrix.add_column("acc", justify="right")
+    for i in range(len(classes)):
+        matrix.add_column(str(i), justify="right")
+    for i, (name, row) in enumerate(zip(classes, report["confusion"])):
+        cells = [f"[bold]{v}[/bold]" if j == i else (str(v) if v else "·") for j, v in enumerate(row)]
+        matrix.add_row(f"{i} {name}" if name != str(i) else name, f"{report['per_class_acc'][i]:.2%}", *cells)
+    console.print(matrix)

@@ -1,0 +1,43 @@
+"""Run files written atomically: a temporary file beside the target, flushed, then renamed.
+
+A kill at any instant leaves either the old file or the new one, never a torn one.
+"""
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second")
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """metrics.jsonl and metrics.csv, one row per epoch, rewritten whole each epoch."""
+    write_atomic(run_dir / "metrics.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(run_dir / "metrics.csv", lambda f: f.write(buffer.getvalue()))

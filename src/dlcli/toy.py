@@ -1,0 +1,35 @@
+"""2-D toy classification sets generated in-process (as in the TensorFlow playground)."""
+
+import math
+
+import torch
+
+
+def make_toy(name: str, n: int, noise: float, classes: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (points float32 [n, 2], labels int64 [n]) with balanced classes."""
+    y = torch.arange(n) % classes
+    u = torch.rand(n, generator=generator)
+    if name == "spirals":
+        # one arm per class: radius grows with u while the angle turns 1.75 rounds
+        r = 0.1 + 0.9 * u
+        theta = 2 * math.pi * (y / classes + 0.875 * u)
+        x = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], 1)
+        noise = noise * 0.5
+    elif name == "moons":
+        theta = math.pi * u
+        upper = torch.stack([torch.cos(theta), torch.sin(theta)], 1)
+        lower = torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], 1)
+        x = torch.where((y == 0)[:, None], upper, lower) - torch.tensor([0.5, 0.25])
+    elif name == "circles":
+        theta = 2 * math.pi * u
+        r = torch.where(y == 0, 1.0, 0.5)
+        x = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], 1)
+    elif name == "xor":
+        x = torch.rand(n, 2, generator=generator) * 2 - 1
+        # keep points off the axes so the quadrants are separable despite noise
+        x = x + 0.1 * torch.sign(x)
+        y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
+    else:
+        raise ValueError(f"unknown toy set {name!r}")
+    x = x + noise * torch.randn(n, 2, generator=generator)
+    return x.float(), y

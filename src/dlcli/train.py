@@ -1,0 +1,113 @@
+"""`dlcli train`: Hydra config -> settings -> data, model, loss, optimizer -> Trainer -> files."""
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dlcli.app import run_guarded
+from dlcli.settings import ImageDataSettings, Settings, load_settings
+
+log = logging.getLogger("dlcli")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dlcli.configs", config_name="train")
+def main(cfg: DictConfig) -> dict:
+    return run_guarded(train, cfg)
+
+
+def train(cfg: DictConfig) -> dict:
+    settings = load_settings(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(settings.data, ImageDataSettings):
+        # checkpoints must find the data again from any working directory
+        config["data"]["root"] = str(Path(settings.data.root).expanduser().resolve())
+    return run_training(settings, config, Path(HydraConfig.get().runtime.output_dir))
+
+
+def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
+    started = time.perf_counter()
+    import numpy as np
+    import torch
+
+    from dlcli.app import resolve_device, set_threads, versions
+    from dlcli.checkpoint import load_checkpoint, load_weights
+    from dlcli.data import batches_per_epoch, load_data
+    from dlcli.files import write_json
+    from dlcli.losses import build_loss
+    from dlcli.models import build_model, count_parameters
+    from dlcli.optim import build_optimizer, build_schedule
+    from dlcli.regularization import Penalty, penalized_weights
+    from dlcli.trainer import Trainer, evaluate
+
+    t = settings.trainer
+    set_threads(t.threads)
+    device = resolve_device(t.device)
+    resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
+    random.seed(t.seed)
+    np.random.seed(t.seed % 2**32)
+    torch.manual_seed(t.seed)
+
+    data = load_data(settings.data, t.seed, t.val_fraction, device)
+    model = build_model(settings.model, data.input_shape, data.num_classes).to(device)
+    if resume_state is not None:
+        load_weights(model, resume_state, resume_path)
+    loss_fn = build_loss(settings.loss)
+    optimizer = build_optimizer(settings.optimizer, model)
+    steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size)
+    trainer = Trainer(
+        model=model, data=data, loss_fn=loss_fn,
+        penalty=Penalty(settings.regularization, penalized_weights(model)),
+        optimizer=optimizer, schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
+        settings=t, run_dir=run_dir, config=config,
+    )
+    if resume_state is not None:
+        trainer.resume_from(resume_state)
+        log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
+    params = count_parameters(model)
+    log.info(f"{settings.model.name} ({params:,} parameters) on {settings.data.name}: "
+             f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
+             f"device {device}, run dir {run_dir}")
+
+    progress = trainer.fit()
+
+    best_path = trainer.checkpoint_dir / "best.pt"
+    load_weights(model, load_checkpoint(best_path), best_path)
+    test = evaluate(model, data, "test", loss_fn, t.eval_batch_size)
+    best_row = progress.history[progress.best_epoch - 1]
+    summary = {
+        "status": "ok",
+        "test_loss": test["loss"],
+        "test_acc": test["acc"],
+        "best_epoch": progress.best_epoch,
+        "best_val_acc": best_row["val_acc"],
+        "best_val_loss": best_row["val_loss"],
+        "epochs": progress.epoch,
+        "final_train_loss": progress.history[-1]["train_loss"],
+        "params": params,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "device": str(device),
+        "versions": versions(),
+    }
+    write_json(run_dir / "summary.json", summary)
+    log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
+             f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
+    return summary
+
+
+def _resume_checkpoint(resume: str | None, run_dir: Path, load):
+    """The checkpoint to resume from: None, `auto` (this run's last.pt, if any) or a path."""
+    if resume is None:
+        return None, None
+    if resume == "auto":
+        path = run_dir / "checkpoints" / "last.pt"
+        if not path.exists():
+            log.info(f"trainer.resume=auto: no {path} yet, starting from scratch")
+            return None, None
+    else:
+        path = Path(resume).expanduser()
+    return path, load(path)

@@ -1,0 +1,178 @@
+"""The training loop: forward, loss + penalty, backward, step; evaluate; checkpoint.
+
+Per-step numbers (loss, correct predictions) stay on the device in a small window and are
+read once every `log_every` steps, so a GPU never waits on the host inside the loop.
+"""
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
+from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
+from dlcli.errors import DivergedError
+from dlcli.files import write_metrics
+from dlcli.optim import Schedule
+from dlcli.regularization import Penalty
+from dlcli.settings import TrainerSettings
+
+log = logging.getLogger("dlcli")
+
+
+@dataclass
+class Progress:
+    """What a checkpoint needs beyond the weights to carry on exactly where it stopped."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best_epoch: int = 0
+    best_value: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def improved(self, monitor: str, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if monitor.endswith("acc") else value < self.best_value
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    data: DataBundle
+    loss_fn: nn.Module
+    penalty: Penalty
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    settings: TrainerSettings
+    run_dir: Path
+    config: dict  # the resolved config, stored in every checkpoint
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def fit(self) -> Progress:
+        s = self.settings
+        for epoch in range(self.progress.epoch + 1, s.epochs + 1):
+            started = time.perf_counter()
+            train_loss, train_acc, seen = self.train_epoch(epoch)
+            val = evaluate(self.model, self.data, "val", self.loss_fn, s.eval_batch_size)
+            self.schedule.after_epoch(val["loss"])
+            seconds = time.perf_counter() - started
+            row = {
+                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_seconds": round(seconds, 4), "samples_per_second": round(seen / seconds, 1),
+            }
+            self.progress.epoch = epoch
+            self.progress.history.append(row)
+            log.info(f"epoch {epoch}/{s.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
+                     f"val loss {val['loss']:.4f} acc {val['acc']:.2%}  lr {row['lr']:.3g}  "
+                     f"{seconds:.1f}s {row['samples_per_second']:,.0f} samples/s")
+            is_best = self.progress.improved(s.monitor, row[s.monitor])
+            if is_best:
+                self.progress.best_value, self.progress.best_epoch = row[s.monitor], epoch
+            write_metrics(self.run_dir, self.progress.history)
+            self.save("last.pt")
+            if is_best:
+                self.save("best.pt")
+        return self.progress
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, int]:
+        s, model = self.settings, self.model
+        model.train()
+        order = torch.Generator().manual_seed(s.seed * 100_003 + epoch)  # data order depends on (seed, epoch) only
+        n_batches = batches_per_epoch(len(self.data.train), s.batch_size)
+        window_loss = torch.zeros(s.log_every, device=self.data.train.y.device)
+        window_hits = torch.zeros(s.log_every, device=self.data.train.y.device, dtype=torch.long)
+        sizes: list[int] = []  # batch sizes of the current window, known on the host
+        total_loss, total_hits, seen = 0.0, 0, 0
+        bar = _progress_bar(n_batches, f"epoch {epoch}/{s.epochs}", s.progress)
+        for b, (x, y) in enumerate(train_batches(self.data, s.batch_size, order)):
+            z = model(x)
+            loss = self.loss_fn(z, y)
+            objective = loss + self.penalty() if self.penalty.active else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            self.optimizer.step()
+            self.schedule.after_step()
+            self.progress.step += 1
+            window_loss[len(sizes)] = loss.detach()
+            window_hits[len(sizes)] = (z.argmax(1) == y).sum()
+            sizes.append(len(y))
+            if len(sizes) == s.log_every or b == n_batches - 1:
+                losses = window_loss[:len(sizes)].tolist()  # the one host-device sync per window
+                self._check_finite(losses, epoch)
+                total_loss += sum(value * n for value, n in zip(losses, sizes))
+                total_hits += int(window_hits[:len(sizes)].sum())
+                seen += sum(sizes)
+                bar.update(len(sizes))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{total_hits / seen:.2%}")
+                sizes = []
+        bar.close()
+        return total_loss / seen, total_hits / seen, seen
+
+    def _check_finite(self, losses: list[float], epoch: int) -> None:
+        for i, value in enumerate(losses):
+            if not math.isfinite(value):
+                step = self.progress.step - len(losses) + i + 1
+                before = [v for v in losses[:i] if math.isfinite(v)]
+                last = f"{before[-1]:.4g}" if before else "none in this window"
+                kept = self.checkpoint_dir / "last.pt"
+                kept_msg = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written"
+                raise DivergedError(f"loss became {value} at epoch {epoch}, step {step} (last finite loss {last}); "
+                                    f"training stopped and {kept_msg}; try a smaller optimizer.lr")
+
+    def save(self, name: str) -> None:
+        p = self.progress
+        save_checkpoint(self.checkpoint_dir / name, {
+            "config": self.config,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "epoch": p.epoch,
+            "step": p.step,
+            "best_epoch": p.best_epoch,
+            "best_value": p.best_value,
+            "metrics": p.history,
+            "rng": rng_states(),
+        })
+
+    def resume_from(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"])
+        self.progress = Progress(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
+                                 best_value=state["best_value"], history=list(state["metrics"]))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: DataBundle, split: str, loss_fn: nn.Module, batch_size: int) -> dict:
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of a split."""
+    model.eval()
+    k = data.num_classes
+    total = torch.zeros((), dtype=torch.float64, device=data.train.y.device)
+    confusion = torch.zeros(k * k, dtype=torch.long, device=data.train.y.device)
+    n = 0
+    for x, y in eval_batches(data, split, batch_size):
+        z = model(x)
+        total += loss_fn(z, y).double() * len(y)
+        confusion += torch.bincount(y * k + z.argmax(1), minlength=k * k)
+        n += len(y)
+    confusion = confusion.view(k, k).cpu()
+    correct = int(confusion.diagonal().sum())
+    return {"loss": float(total) / n, "acc": correct / n, "n": n, "correct": correct, "confusion": confusion.tolist()}
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, unit="step", dynamic_ncols=True,
+                disable=not (enabled and sys.stderr.isatty()))
