@@ -2,8 +2,12 @@
 
 import os
 import platform
+import shutil
 import sys
+from pathlib import Path
 from typing import Any, Callable
+
+from hydra.core.hydra_config import HydraConfig
 
 from dlcli.errors import ConfigError, DlcliError
 
@@ -11,11 +15,17 @@ from dlcli.errors import ConfigError, DlcliError
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a Hydra task; a user error becomes one line on stderr and a non-zero exit.
 
+    Hydra makes the run directory before the task starts; if the task fails before writing
+    anything into it, the directory goes too, so a typo leaves no clutter behind.
     Set DLCLI_DEBUG=1 to see the traceback instead.
     """
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fresh = _only_hydra_files(run_dir)
     try:
         return task(cfg)
     except DlcliError as exc:
+        if fresh and _only_hydra_files(run_dir):
+            _remove_run_dir(run_dir)
         if os.environ.get("DLCLI_DEBUG"):
             raise
         print(f"dlcli: error: {exc}", file=sys.stderr, flush=True)
@@ -23,6 +33,22 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     except KeyboardInterrupt:
         print("dlcli: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+
+
+def _only_hydra_files(run_dir: Path) -> bool:
+    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()) if run_dir.is_dir() else False
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    import logging
+
+    logging.shutdown()  # close Hydra's log file before deleting it
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:  # the date folder, outputs/ ... if now empty
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def resolve_device(name: str):

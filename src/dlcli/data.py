@@ -31,6 +31,8 @@ class DataBundle:
     scale: torch.Tensor  # x_float = x * scale - shift: /255 and (x - mean) / std in one step
     shift: torch.Tensor
     augment: bool
+    crop_padding: int = 0
+    flip: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -62,6 +64,8 @@ def load_data(settings: ToyDataSettings | ImageDataSettings, seed: int, val_frac
         from dlcli.images import IMAGE_SETS, load_images
 
         train_x, train_y = load_images(settings.name, settings.root, True, settings.download)
+        if settings.subset is not None:
+            train_x, train_y = train_x[:settings.subset], train_y[:settings.subset]
         test_x, test_y = load_images(settings.name, settings.root, False, settings.download)
         spec = IMAGE_SETS[settings.name]
         shape, names = spec.shape, spec.classes
@@ -82,6 +86,8 @@ def load_data(settings: ToyDataSettings | ImageDataSettings, seed: int, val_frac
         scale=to(scale),
         shift=to(shift),
         augment=isinstance(settings, ImageDataSettings) and settings.augment,
+        crop_padding=getattr(settings, "crop_padding", 0),
+        flip=getattr(settings, "flip", False),
     )
 
 
@@ -98,7 +104,7 @@ def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator,
         idx = order[b * batch_size:(b + 1) * batch_size]
         x = split.x.index_select(0, idx)
         if data.augment:
-            x = crop_and_flip(x, generator)
+            x = crop_and_flip(x, generator, data.crop_padding, data.flip)
         yield data.inputs(x), split.y.index_select(0, idx)
 
 
@@ -109,11 +115,11 @@ def eval_batches(data: DataBundle, split_name: str, batch_size: int):
         yield data.inputs(split.x[start:start + batch_size]), split.y[start:start + batch_size]
 
 
-def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
     """Random crop after zero padding, and a random horizontal flip, for a whole batch at once."""
     n, _, h, w = x.shape
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (offsets[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (offsets[1][:, None] + torch.arange(w, device=x.device))

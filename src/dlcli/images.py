@@ -7,6 +7,7 @@ sources are unchanged reads the cache and never imports torchvision (3 s of star
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,10 @@ def _cache_file(root: Path, filename: str) -> Path:
     """Beside the data if that folder is writable, else in the user's cache folder."""
     if os.environ.get("DLCLI_CACHE"):
         return Path(os.environ["DLCLI_CACHE"]) / filename
-    beside = root / "dlcli-cache"
-    if os.access(root if root.exists() else root.parent, os.W_OK):
-        return beside / filename
+    folder = root if root.exists() else root.parent
+    # the mode bits too: root may write anywhere, but a read-only data folder means "leave it be"
+    if os.access(folder, os.W_OK) and folder.stat().st_mode & stat.S_IWUSR:
+        return root / "dlcli-cache" / filename
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlcli"
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
     return base / digest / filename

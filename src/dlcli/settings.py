@@ -30,6 +30,9 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 def _show(value: Any) -> str:
+    """The value as a user would type it: 'text', 1e-05, [64, 32]."""
+    if isinstance(value, float):
+        return f"{value:g}"
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -120,9 +123,15 @@ class ImageDataSettings:
     download: bool = True
     mean: list[float] = dataclasses.field(default_factory=list)
     std: list[float] = dataclasses.field(default_factory=list)
+    subset: Union[int, None] = None
     augment: bool = False
+    crop_padding: int = 4
+    flip: bool = True
 
     def __post_init__(self) -> None:
+        require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
+        require(self.subset is None or self.subset >= 10, "data.subset", self.subset,
+                "null (all training images) or an integer >= 10")
         require(bool(self.root), "data.root", self.root, "a folder path (or set DLCLI_DATA)")
         channels = 3 if self.name == "cifar10" else 1
         require(len(self.mean) == channels, "data.mean", self.mean, f"one value per channel ({channels})")

@@ -1,0 +1,65 @@
+"""Shared helpers: run the real `dlcli` in a subprocess, compose configs, find the MNIST files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FAST_TOY = ["trainer.epochs=2", "data.n_samples=600", "model.width=32", "trainer.progress=false"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dlcli-cache")
+
+
+@pytest.fixture
+def dlcli(tmp_path, cache_dir):
+    """Run `dlcli ARGS` in tmp_path; returns the CompletedProcess."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+        full_env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+        for key in ("DLCLI_DEBUG", "HYDRA_FULL_ERROR"):
+            full_env.pop(key, None)
+        return subprocess.run([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd or tmp_path, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The real MNIST files; missing files fail the run on CI instead of skipping silently."""
+    root = Path(os.environ.get("DLCLI_DATA", SHARED_DATA))
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        message = f"MNIST files not found in {root}/MNIST/raw (set DLCLI_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+def run_dir_of(parent: Path) -> Path:
+    """The single run directory dlcli made under parent/outputs."""
+    dirs = [p.parent for p in (parent / "outputs").rglob(".hydra")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    """Bad input: non-zero exit, no traceback, and one line that names the problem."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

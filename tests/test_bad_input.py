@@ -1,0 +1,97 @@
+"""Bad input: one clear line, a non-zero exit, no traceback, and nothing that existed is touched."""
+
+import hashlib
+
+import pytest
+
+from conftest import FAST_TOY, assert_one_line_error
+
+
+def snapshot(folder):
+    return {p: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def keepsake(tmp_path):
+    """A file from an earlier run that a failing command must leave alone."""
+    old = tmp_path / "outputs" / "earlier" / "summary.json"
+    old.parent.mkdir(parents=True)
+    old.write_text('{"test_acc": 0.5}\n')
+    return snapshot(tmp_path)
+
+
+def test_unknown_group_option_lists_the_choices(dlcli, tmp_path, keepsake):
+    proc = dlcli("train", "model=resnet")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "Could not find 'model/resnet'" in proc.stderr
+    assert all(name in proc.stderr for name in ("alexnet", "lenet", "mlp"))
+    assert snapshot(tmp_path) == keepsake
+
+
+def test_unknown_key_is_refused_by_hydra(dlcli, tmp_path, keepsake):
+    proc = dlcli("train", "trainer.epoks=3")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "trainer.epoks" in proc.stderr
+    assert snapshot(tmp_path) == keepsake
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("optimizer.lr=-1", "optimizer.lr=-1 is invalid: a number > 0"),
+    ("optimizer.lr=0", "optimizer.lr=0 is invalid"),
+    ("model.depth=-2", "model.depth=-2 is invalid"),
+    ("trainer.batch_size=0", "trainer.batch_size=0 is invalid"),
+    ("model.activation=swish", "model.activation='swish' is invalid: choose one of sigmoid, tanh, relu"),
+    ("model.width=[8,8,8]", "model.width=[8, 8, 8] is invalid: a list needs one width per hidden layer"),
+    ("regularization.strength=-0.5", "regularization.strength=-0.5 is invalid"),
+    ("trainer.device=gpu", "trainer.device='gpu' is invalid: auto, cpu, cuda or cuda:N"),
+])
+def test_invalid_value_is_one_line_naming_key_value_and_rule(dlcli, tmp_path, keepsake, override, needle):
+    proc = dlcli("train", override)
+    assert_one_line_error(proc, needle)
+    assert snapshot(tmp_path) == keepsake
+
+
+def test_missing_dataset_without_download_says_where_and_how(dlcli, tmp_path, keepsake):
+    proc = dlcli("train", "data=mnist", f"data.root={tmp_path / 'nowhere'}", "data.download=false")
+    assert_one_line_error(proc, str(tmp_path / "nowhere" / "MNIST" / "raw"), "train-images-idx3-ubyte", "data.root")
+    assert snapshot(tmp_path) == keepsake
+
+
+def test_missing_checkpoint(dlcli, tmp_path, keepsake):
+    proc = dlcli("eval", "checkpoint=outputs/nope/best.pt")
+    assert_one_line_error(proc, "outputs/nope/best.pt does not exist")
+    assert snapshot(tmp_path) == keepsake
+
+
+def test_eval_without_a_checkpoint(dlcli):
+    assert_one_line_error(dlcli("eval"), "checkpoint is required")
+
+
+def test_corrupt_checkpoint(dlcli, tmp_path, keepsake):
+    bad = tmp_path / "outputs" / "earlier" / "best.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    before = snapshot(tmp_path)
+    proc = dlcli("eval", f"checkpoint={bad}")
+    assert_one_line_error(proc, "is damaged or not a checkpoint")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_from_a_missing_checkpoint(dlcli, tmp_path, keepsake):
+    proc = dlcli("train", *FAST_TOY, "trainer.resume=outputs/earlier/last.pt")
+    assert_one_line_error(proc, "outputs/earlier/last.pt does not exist")
+    assert snapshot(tmp_path) == keepsake
+
+
+def test_a_cnn_on_2d_points_is_refused(dlcli):
+    assert_one_line_error(dlcli("train", "model=lenet"), "a CNN needs image data")
+
+
+def test_diverging_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(dlcli, tmp_path):
+    # one-cycle starts at lr/25, which ELU layers survive for a few epochs; lr itself blows them up
+    run = ["train", *FAST_TOY, "trainer.epochs=6", "model.activation=elu", "model.depth=3", "optimizer.momentum=0",
+           "optimizer.nesterov=false", "optimizer.lr=10", "scheduler=onecycle", "scheduler.pct_start=0.9",
+           "hydra.run.dir=run"]
+    proc = dlcli(*run)
+    assert_one_line_error(proc, "loss became", "at epoch", "step", "last good checkpoint")
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "run" / "summary.json").exists()

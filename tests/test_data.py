@@ -1,0 +1,131 @@
+"""Data: toy sets, the validation split, the image cache, CIFAR-10's real file format, augmentation."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from dlcli.data import batches_per_epoch, crop_and_flip, load_data, train_batches
+from dlcli.errors import DataError
+from dlcli.images import load_images
+from dlcli.settings import ImageDataSettings, ToyDataSettings
+from dlcli.toy import make_toy
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("name,classes", [("spirals", 3), ("spirals", 5), ("moons", 2), ("circles", 2), ("xor", 2)])
+def test_toy_sets_are_balanced_2d_and_reproducible(name, classes):
+    x, y = make_toy(name, 1000, 0.1, classes, torch.Generator().manual_seed(1))
+    again, _ = make_toy(name, 1000, 0.1, classes, torch.Generator().manual_seed(1))
+    assert x.shape == (1000, 2) and x.dtype == torch.float32 and torch.equal(x, again)
+    counts = torch.bincount(y, minlength=classes)
+    assert len(counts) == classes and counts.min() >= 1000 // classes - 60
+
+
+def test_validation_split_is_carved_from_train_and_fixed_by_the_seed():
+    settings = ToyDataSettings("moons", n_samples=1000)
+    a = load_data(settings, seed=3, val_fraction=0.2, device=CPU)
+    b = load_data(settings, seed=3, val_fraction=0.2, device=CPU)
+    c = load_data(settings, seed=4, val_fraction=0.2, device=CPU)
+    assert len(a.train) == 800 and len(a.val) == 200 and len(a.test) == 250
+    assert torch.equal(a.val.x, b.val.x) and not torch.equal(a.val.x, c.val.x)
+    rows = {tuple(r) for r in a.train.x.tolist()}
+    assert not any(tuple(r) in rows for r in a.val.x.tolist())
+
+
+def test_train_batches_cover_the_epoch_once_in_seeded_order():
+    data = load_data(ToyDataSettings("xor", n_samples=1000), seed=0, val_fraction=0.1, device=CPU)
+    seen = torch.cat([y for _, y in train_batches(data, 64, torch.Generator().manual_seed(5))])
+    again = torch.cat([y for _, y in train_batches(data, 64, torch.Generator().manual_seed(5))])
+    assert len(seen) == 900 == 14 * 64 + 4 and torch.equal(seen, again)
+    assert batches_per_epoch(129, 64) == 2 and batches_per_epoch(130, 64) == 3
+
+
+def write_cifar(root, n_train=20, n_test=10):
+    """A tiny CIFAR-10 set in the real python-pickle layout: dicts of bytes keys, uint8 rows."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = n_test if name == "test_batch" else n_train
+        batch = {"batch_label": name, "labels": rng.integers(0, 10, n).tolist(),
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": ["x.png"] * n}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)  # the originals are Python 2 pickles
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane"] * 10, "num_cases_per_batch": n_train, "num_vis": 3072}, f,
+                    protocol=2)
+    return folder
+
+
+def test_cifar10_real_format_loads_through_torchvision_and_is_cached(tmp_path, monkeypatch):
+    import torchvision
+
+    folder = write_cifar(tmp_path)
+    # these files are not the real ones, so torchvision's md5 check must be told they are
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    x, y = load_images("cifar10", str(tmp_path), train=True, download=False)
+    assert x.shape == (100, 3, 32, 32) and x.dtype == torch.uint8 and y.shape == (100,)
+    with open(folder / "data_batch_1", "rb") as f:
+        first = pickle.load(f, encoding="latin1")
+    # row = 1024 red, 1024 green, 1024 blue values, row-major 32x32
+    assert torch.equal(x[0], torch.from_numpy(first["data"][0].reshape(3, 32, 32)))
+    assert y[:20].tolist() == first["labels"]
+    assert (tmp_path / "dlcli-cache" / "cifar10-train.pt").is_file()
+    # the second load reads the cache without torchvision's check
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: False)
+    x2, _ = load_images("cifar10", str(tmp_path), train=True, download=False)
+    assert torch.equal(x, x2)
+
+
+def test_cache_is_rebuilt_when_a_source_file_changes(tmp_path, monkeypatch):
+    import torchvision
+
+    folder = write_cifar(tmp_path)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    before, _ = load_images("cifar10", str(tmp_path), train=False, download=False)
+    with open(folder / "test_batch", "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    batch["data"] = 255 - batch["data"]
+    batch["filenames"].append("y.png")  # a different size, so the fingerprint changes for sure
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    after, _ = load_images("cifar10", str(tmp_path), train=False, download=False)
+    assert torch.equal(after, 255 - before)
+
+
+def test_missing_files_without_download_say_where_and_how(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_images("mnist", str(tmp_path), train=True, download=False)
+    message = str(info.value)
+    assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+    assert "data.root" in message and "\n" not in message
+
+
+def test_cifar_normalization_and_augmentation_shapes(tmp_path, monkeypatch):
+    import torchvision
+
+    write_cifar(tmp_path)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    settings = ImageDataSettings("cifar10", root=str(tmp_path), download=False, mean=[0.5] * 3, std=[0.25] * 3,
+                                 augment=True)
+    data = load_data(settings, seed=0, val_fraction=0.1, device=CPU)
+    x, y = next(train_batches(data, 16, torch.Generator().manual_seed(0)))
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (16,)
+    plain = data.inputs(data.val.x[:1])
+    assert torch.allclose(plain, (data.val.x[:1].float() / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_crop_and_flip_moves_and_mirrors_whole_images():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    out = crop_and_flip(x, torch.Generator().manual_seed(0), pad=0)  # no room to move: only flips
+    for i in range(2):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    moved = crop_and_flip(x, torch.Generator().manual_seed(1), pad=2)
+    assert moved.shape == x.shape
+    # every output pixel is either padding (0) or a pixel of the same image
+    for i in range(2):
+        assert set(moved[i].flatten().tolist()) <= set(x[i].flatten().tolist()) | {0}

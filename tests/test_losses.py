@@ -1,0 +1,111 @@
+"""Each loss and penalty: its value from the formula, and its gradient against central differences."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlcli.losses import build_loss
+from dlcli.optim import build_optimizer
+from dlcli.regularization import Penalty, penalized_weights
+from dlcli.settings import LossSettings, RegularizationSettings, SGDSettings
+
+torch.set_default_dtype(torch.float64)
+LOSSES = ["cross_entropy", "nll", "mse", "hinge"]
+
+
+def numerical_grad(f, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    """(f(x + h e_i) - f(x - h e_i)) / 2h for every coordinate i."""
+    grad = torch.zeros_like(x)
+    flat, g = x.view(-1), grad.view(-1)
+    for i in range(flat.numel()):
+        old = flat[i].item()
+        flat[i] = old + h
+        up = f().item()
+        flat[i] = old - h
+        down = f().item()
+        flat[i] = old
+        g[i] = (up - down) / (2 * h)
+    return grad
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(6, 4, generator=gen, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 1, 2])
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_gradient_matches_central_differences(name, batch):
+    z, y = batch
+    loss_fn = build_loss(LossSettings(name))
+    z = z.clone().requires_grad_(True)
+    loss_fn(z, y).backward()
+    with torch.no_grad():
+        numeric = numerical_grad(lambda: loss_fn(z, y), z.detach())
+    assert torch.allclose(z.grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_cross_entropy_and_nll_are_minus_log_softmax_of_the_label(batch):
+    z, y = batch
+    expected = -torch.log(torch.softmax(z, 1)[torch.arange(6), y]).mean()
+    for name in ("cross_entropy", "nll"):
+        assert build_loss(LossSettings(name))(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_quadratic_loss_is_half_squared_error_on_probabilities(batch):
+    z, y = batch
+    p = torch.softmax(z, 1)
+    expected = sum(0.5 * ((p[i] - F.one_hot(y[i], 4)) ** 2).sum() for i in range(6)) / 6
+    assert build_loss(LossSettings("mse"))(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_hinge_is_the_multiclass_margin(batch):
+    z, y = batch
+    expected = sum(max(0.0, 1 - z[i, y[i]] + z[i, j]) for i in range(6) for j in range(4) if j != y[i]) / (6 * 4)
+    assert build_loss(LossSettings("hinge"))(z, y).item() == pytest.approx(float(expected), rel=1e-12)
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("l2", lambda ws: 0.3 * sum((w ** 2).sum() for w in ws)),
+    ("l1", lambda ws: 0.3 * sum(w.abs().sum() for w in ws)),
+    ("elastic", lambda ws: 0.3 * sum(0.25 * w.abs().sum() + 0.75 * (w ** 2).sum() for w in ws)),
+])
+def test_penalty_value_is_exact_and_counts_weights_only(name, expected):
+    net = tiny_net()
+    weights = penalized_weights(net)
+    assert [tuple(w.shape) for w in weights] == [(2, 1, 3, 3), (3, 8)]  # no bias, no batch-norm scale
+    penalty = Penalty(RegularizationSettings(name, strength=0.3, l1_ratio=0.25), weights)
+    assert penalty().item() == pytest.approx(expected(weights).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["l2", "l1", "elastic"])
+def test_penalty_gradient_matches_central_differences_and_skips_biases(name):
+    net = tiny_net()
+    penalty = Penalty(RegularizationSettings(name, strength=0.3, l1_ratio=0.5), penalized_weights(net))
+    penalty().backward()
+    for module in (net[0], net[3]):
+        assert module.bias.grad is None or torch.count_nonzero(module.bias.grad) == 0
+        with torch.no_grad():
+            numeric = numerical_grad(penalty, module.weight.data)
+        assert torch.allclose(module.weight.grad, numeric, rtol=1e-6, atol=1e-8)
+    assert net[1].weight.grad is None  # batch-norm scale untouched
+
+
+def test_l2_gradient_is_two_lambda_w():
+    net = tiny_net()
+    Penalty(RegularizationSettings("l2", strength=0.3), penalized_weights(net))().backward()
+    assert torch.allclose(net[3].weight.grad, 2 * 0.3 * net[3].weight)
+
+
+def test_optimizer_weight_decay_skips_biases_and_norms():
+    net = tiny_net()
+    opt = build_optimizer(SGDSettings("sgd", lr=0.1, momentum=0.0, weight_decay=0.5), net)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(net[0].weight), id(net[3].weight)}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))

@@ -1,0 +1,154 @@
+"""`dlcli train` and `dlcli eval` end to end, as subprocesses, the way a user runs them."""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import FAST_TOY, read_jsonl, run_dir_of
+
+TIMING = ("epoch_seconds", "samples_per_second")
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory, cache_dir):
+    """The first thing a new user types: `dlcli train`, defaults only."""
+    import os
+
+    where = tmp_path_factory.mktemp("toy")
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train"], cwd=where, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return where, run_dir_of(where), time.perf_counter() - started, proc
+
+
+def test_default_train_reaches_95_percent_on_toy_data(toy_run):
+    _, run, wall, _ = toy_run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_val_acc"] >= 0.95 and summary["test_acc"] >= 0.93
+    assert summary["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"dlcli train: {wall:.1f}s wall, val acc {summary['best_val_acc']:.4f}")
+
+
+def test_run_directory_layout(toy_run):
+    _, run, _, _ = toy_run
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+    fields = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second"]
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == list(range(1, 11)) and all(list(r) == fields for r in rows)
+    with open(run / "metrics.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == fields and len(table) == 10
+    assert float(table[-1]["val_acc"]) == pytest.approx(rows[-1]["val_acc"])
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("test_loss", "test_acc", "best_epoch", "best_val_acc", "params", "wall_seconds", "device", "versions"):
+        assert key in summary
+    assert summary["best_val_acc"] == max(r["val_acc"] for r in rows)
+    assert summary["params"] == 2 * 512 + 512 + 512 * 512 + 512 + 512 * 3 + 3
+    assert set(summary["versions"]) >= {"dlcli", "torch", "python"}
+
+
+def test_checkpoint_holds_everything_to_resume_and_evaluate(toy_run):
+    _, run, _, _ = toy_run
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "epoch", "step", "config", "metrics", "rng", "dlcli_version"):
+        assert key in state
+    assert state["epoch"] == 10 and len(state["metrics"]) == 10
+    assert state["config"]["model"]["name"] == "mlp" and "hydra" not in state["config"]
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == json.loads((run / "summary.json").read_text())["best_epoch"]
+
+
+def test_eval_reports_the_same_test_accuracy_as_training(toy_run, dlcli, tmp_path):
+    _, run, _, _ = toy_run
+    proc = dlcli("eval", f"checkpoint={run / 'checkpoints' / 'best.pt'}")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    report = json.loads(next((tmp_path / "outputs").rglob("eval.json")).read_text())
+    assert report["acc"] == summary["test_acc"] and report["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+    assert len(report["confusion"]) == 3 and sum(map(sum, report["confusion"])) == report["n"] == 1500
+    assert f"{summary['test_acc']:.2%}" in proc.stdout and "confusion matrix" in proc.stdout
+
+
+def test_eval_on_the_validation_split(toy_run, dlcli, tmp_path):
+    _, run, _, _ = toy_run
+    proc = dlcli("eval", f"checkpoint={run / 'checkpoints' / 'best.pt'}", "split=val", "trainer.device=cpu")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(next((tmp_path / "outputs").rglob("eval.json")).read_text())
+    assert report["n"] == 600 and report["acc"] == json.loads((run / "summary.json").read_text())["best_val_acc"]
+
+
+def test_same_config_and_seed_give_identical_numbers(dlcli, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        proc = dlcli("train", *FAST_TOY, "model.dropout=0.3", f"hydra.run.dir=runs/{name}")
+        assert proc.returncode == 0, proc.stderr
+        runs.append([{k: v for k, v in r.items() if k not in TIMING}
+                     for r in read_jsonl(tmp_path / "runs" / name / "metrics.jsonl")])
+    assert runs[0] == runs[1]
+    other = dlcli("train", *FAST_TOY, "model.dropout=0.3", "trainer.seed=1", "hydra.run.dir=runs/c")
+    assert other.returncode == 0
+    assert read_jsonl(tmp_path / "runs" / "c" / "metrics.jsonl")[-1]["train_loss"] != runs[0][-1]["train_loss"]
+
+
+def test_resume_auto_continues_to_the_same_numbers(dlcli, tmp_path):
+    common = [*FAST_TOY, "model.dropout=0.3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"]
+    assert dlcli("train", *common, "trainer.epochs=4", "hydra.run.dir=runs/full").returncode == 0
+    assert dlcli("train", *common, "trainer.epochs=2", "hydra.run.dir=runs/cut").returncode == 0
+    proc = dlcli("train", *common, "trainer.epochs=4", "trainer.resume=auto", "hydra.run.dir=runs/cut")
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from" in proc.stdout + proc.stderr
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    full = strip(read_jsonl(tmp_path / "runs" / "full" / "metrics.jsonl"))
+    assert strip(read_jsonl(tmp_path / "runs" / "cut" / "metrics.jsonl")) == full and len(full) == 4
+    a = json.loads((tmp_path / "runs" / "full" / "summary.json").read_text())
+    b = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
+    assert (a["test_acc"], a["test_loss"], a["best_epoch"]) == (b["test_acc"], b["test_loss"], b["best_epoch"])
+
+
+def test_two_runs_started_together_get_their_own_directories(tmp_path, cache_dir):
+    import os
+
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    procs = [subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    runs = {p.parent for p in (tmp_path / "outputs").rglob("summary.json")}
+    assert len(runs) == 2
+
+
+def test_multirun_2x2_makes_four_numbered_jobs(dlcli, tmp_path):
+    proc = dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "optimizer.weight_decay=0,1e-4")
+    assert proc.returncode == 0, proc.stderr
+    summaries = sorted((tmp_path / "outputs" / "multirun").rglob("summary.json"))
+    assert [p.parent.name for p in summaries] == ["0", "1", "2", "3"]
+    configs = {(json.dumps(torch.load(p.parent / "checkpoints" / "last.pt", weights_only=True)["config"]["optimizer"],
+                           sort_keys=True)) for p in summaries}
+    assert len(configs) == 4
+
+
+def test_lenet_on_an_mnist_subset_then_eval(dlcli, tmp_path, mnist_root):
+    proc = dlcli("train", "model=lenet", "data=mnist", f"data.root={mnist_root}", "data.subset=6000",
+                 "trainer.epochs=5", "trainer.progress=false", "data.download=false")
+    assert proc.returncode == 0, proc.stderr
+    run = run_dir_of(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["params"] == 61_706
+    assert summary["test_acc"] >= 0.95, summary  # 5 epochs on 5,400 images, tested on all 10,000
+    proc = dlcli("eval", f"checkpoint={run / 'checkpoints' / 'best.pt'}", cwd=tmp_path / "outputs")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(next((tmp_path / "outputs" / "outputs").rglob("eval.json")).read_text())
+    assert report["acc"] == summary["test_acc"] and report["n"] == 10_000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is visible")
+def test_auto_device_trains_on_cuda(dlcli, tmp_path):
+    proc = dlcli("train", *FAST_TOY)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir_of(tmp_path) / "summary.json").read_text())["device"] == "cuda"
