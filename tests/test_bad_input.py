@@ -88,7 +88,8 @@ def test_a_cnn_on_2d_points_is_refused(dlcli):
 
 def test_diverging_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(dlcli, tmp_path):
     # one-cycle starts at lr/25, which ELU layers survive for a few epochs; lr itself blows them up
-    run = ["train", *FAST_TOY, "trainer.epochs=6", "model.activation=elu", "model.depth=3", "optimizer.momentum=0",
+    run = ["train", *FAST_TOY, "trainer.epochs=6", "model.activation=elu", "model.depth=3", "optimizer=sgd",
+           "optimizer.momentum=0",
            "optimizer.nesterov=false", "optimizer.lr=10", "scheduler=onecycle", "scheduler.pct_start=0.9",
            "hydra.run.dir=run"]
     proc = dlcli(*run)

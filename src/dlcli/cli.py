@@ -4,6 +4,7 @@ It imports neither torch nor Hydra itself, so `dlcli --help` answers at once.
 """
 
 import importlib
+import os
 import sys
 
 from dlcli import __version__
@@ -42,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args[0]][0])
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
     sys.argv = [f"dlcli {args[0]}", *args[1:]]
-    module.main()
+    try:
+        module.main()
+    except BrokenPipeError:  # `dlcli train --help | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
