@@ -59,13 +59,14 @@ BAD = [
     (["regularization=l2", "regularization.strength=-1e-4"], "regularization.strength=-0.0001 "),
     (["regularization=elastic", "regularization.l1_ratio=2"], "regularization.l1_ratio=2"),
     (["optimizer=adam", "optimizer.betas=[0.9]"], "optimizer.betas=[0.9]"),
-    (["optimizer.momentum=1.0"], "optimizer.momentum=1 "),
+    (["optimizer=sgd", "optimizer.momentum=1.0"], "optimizer.momentum=1 "),
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0"),
     (["data.name=swirl"], "data.name='swirl'"),
     (["data.classes=4", "data.name=moons"], "data.classes=4"),
     (["model=lenet"], "model='lenet'"),
     (["data=mnist", "data.subset=3"], "data.subset=3"),
     (["model.batch_norm=maybe"], "model.batch_norm='maybe'"),
+    (["trainer.precision=16"], "trainer.precision='16'"),
 ]
 
 

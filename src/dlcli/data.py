@@ -33,6 +33,7 @@ class DataBundle:
     augment: bool
     crop_padding: int = 0
     flip: bool = False
+    channels_last: bool = False  # hand CNNs NHWC batches (set for CUDA)
 
     @property
     def num_classes(self) -> int:
@@ -43,7 +44,10 @@ class DataBundle:
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Float model inputs from stored rows (uint8 images or float points)."""
-        return x.float().mul_(self.scale).sub_(self.shift) if x.dtype == torch.uint8 else x
+        if x.dtype != torch.uint8:
+            return x
+        x = x.float().mul_(self.scale).sub_(self.shift)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def load_data(settings: ToyDataSettings | ImageDataSettings, seed: int, val_fraction: float,
@@ -97,14 +101,23 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator, start: int = 0):
-    """Yield (inputs, labels) for one shuffled epoch, from batch index `start` on."""
+    """Yield (inputs, labels) for one shuffled epoch, from batch index `start` on.
+
+    The epoch's order and augmentation draws come from `generator` up front and move to the
+    device once, so no batch waits on a host-to-device copy.
+    """
     split = data.train
-    order = torch.randperm(len(split), generator=generator).to(split.y.device)
-    for b in range(start, batches_per_epoch(len(split), batch_size)):
-        idx = order[b * batch_size:(b + 1) * batch_size]
+    n, device = len(split), split.y.device
+    order = torch.randperm(n, generator=generator).to(device)
+    if data.augment:
+        shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator).to(device)
+        flips = (torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)).to(device)
+    for b in range(start, batches_per_epoch(n, batch_size)):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        idx = order[rows]
         x = split.x.index_select(0, idx)
         if data.augment:
-            x = crop_and_flip(x, generator, data.crop_padding, data.flip)
+            x = crop_and_flip(x, shifts[rows], flips[rows], data.crop_padding)
         yield data.inputs(x), split.y.index_select(0, idx)
 
 
@@ -115,15 +128,14 @@ def eval_batches(data: DataBundle, split_name: str, batch_size: int):
         yield data.inputs(split.x[start:start + batch_size]), split.y[start:start + batch_size]
 
 
-def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Random crop after zero padding, and a random horizontal flip, for a whole batch at once."""
+def crop_and_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each image by shifts[i] within a zero border of `pad` pixels and mirror it where flips[i],
+    as one gather over the whole batch."""
     n, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
-    rows = (offsets[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (offsets[1][:, None] + torch.arange(w, device=x.device))
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
+    rows = (shifts[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = shifts[:, 1, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, channel, rows, cols]

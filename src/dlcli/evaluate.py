@@ -1,6 +1,7 @@
 """`dlcli eval`: rebuild the model from the config inside a checkpoint and evaluate it."""
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -31,8 +32,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from dlcli.data import load_data
     from dlcli.files import write_json
     from dlcli.losses import build_loss
-    from dlcli.models import build_model
-    from dlcli.trainer import evaluate
+    from dlcli.train import model_on_device
+    from dlcli.trainer import autocast, evaluate
 
     path = Path(cfg.checkpoint).expanduser()
     state = load_checkpoint(path)
@@ -51,9 +52,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     torch.manual_seed(t.seed)
 
     data = load_data(settings.data, t.seed, t.val_fraction, device)
-    model = build_model(settings.model, data.input_shape, data.num_classes).to(device)
+    model = model_on_device(settings, data, device)  # laid out as in training, for the same numbers
     load_weights(model, state, path)
-    result = evaluate(model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size)
+    result = evaluate(model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size,
+                      lambda: autocast(t.precision, device))
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     report = {
@@ -87,7 +89,8 @@ def print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    # a log file or pipe gets the full table rather than rich's 80-column default
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     head = Table(title=f"{report['model']} on {report['data']} ({report['split']}, {report['n']:,} samples, "
                        f"epoch {report['epoch']})")
     head.add_column("loss", justify="right")
@@ -103,5 +106,5 @@ def print_report(report: dict) -> None:
         matrix.add_column(str(i), justify="right")
     for i, (name, row) in enumerate(zip(classes, report["confusion"])):
         cells = [f"[bold]{v}[/bold]" if j == i else (str(v) if v else "·") for j, v in enumerate(row)]
-        matrix.add_row(f"{i} {name}" if name != str(i) else name, f"{report['per_class_acc'][i]:.2%}", *cells)
+        matrix.add_row(f"{i} {name}" if name != str(i) else name, f"{report['per_class_acc'][i]:.1%}", *cells)
     console.print(matrix)

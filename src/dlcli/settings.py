@@ -261,8 +261,13 @@ class TrainerSettings:
     monitor: str = "val_acc"
     log_every: int = 50
     resume: Union[str, None] = None
+    precision: Union[int, str] = 32
+    compile: bool = False
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", str(self.precision))
+        _choice("trainer.precision", self.precision, ("32", "bf16", "fp16"))
         require(1 <= self.epochs <= 100_000, "trainer.epochs", self.epochs, "an integer in [1, 100000]")
         require(1 <= self.batch_size <= 1_000_000, "trainer.batch_size", self.batch_size, "an integer in [1, 1000000]")
         require(1 <= self.eval_batch_size <= 1_000_000, "trainer.eval_batch_size", self.eval_batch_size,

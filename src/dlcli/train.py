@@ -39,7 +39,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     from dlcli.data import batches_per_epoch, load_data
     from dlcli.files import write_json
     from dlcli.losses import build_loss
-    from dlcli.models import build_model, count_parameters
+    from dlcli.models import count_parameters
     from dlcli.optim import build_optimizer, build_schedule
     from dlcli.regularization import Penalty, penalized_weights
     from dlcli.trainer import Trainer, evaluate
@@ -53,14 +53,14 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     torch.manual_seed(t.seed)
 
     data = load_data(settings.data, t.seed, t.val_fraction, device)
-    model = build_model(settings.model, data.input_shape, data.num_classes).to(device)
+    model = model_on_device(settings, data, device)
     if resume_state is not None:
         load_weights(model, resume_state, resume_path)
     loss_fn = build_loss(settings.loss)
     optimizer = build_optimizer(settings.optimizer, model)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size)
     trainer = Trainer(
-        model=model, data=data, loss_fn=loss_fn,
+        model=torch.compile(model) if t.compile else model, data=data, loss_fn=loss_fn,
         penalty=Penalty(settings.regularization, penalized_weights(model)),
         optimizer=optimizer, schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
         settings=t, run_dir=run_dir, config=config,
@@ -77,7 +77,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
 
     best_path = trainer.checkpoint_dir / "best.pt"
     load_weights(model, load_checkpoint(best_path), best_path)
-    test = evaluate(model, data, "test", loss_fn, t.eval_batch_size)
+    test = evaluate(model, data, "test", loss_fn, t.eval_batch_size, trainer.autocast)
     best_row = progress.history[progress.best_epoch - 1]
     summary = {
         "status": "ok",
@@ -90,6 +90,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         "final_train_loss": progress.history[-1]["train_loss"],
         "params": params,
         "wall_seconds": round(time.perf_counter() - started, 3),
+        "startup_seconds": trainer.startup_seconds,
         "device": str(device),
         "versions": versions(),
     }
@@ -97,6 +98,19 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
              f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
     return summary
+
+
+def model_on_device(settings: Settings, data, device):
+    """The configured model on `device`; CNNs on CUDA get NHWC weights and batches (trainer.channels_last)."""
+    import torch
+
+    from dlcli.models import build_model
+
+    model = build_model(settings.model, data.input_shape, data.num_classes).to(device)
+    if settings.trainer.channels_last and device.type == "cuda" and len(data.input_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+        data.channels_last = True
+    return model
 
 
 def _resume_checkpoint(resume: str | None, run_dir: Path, load):

@@ -4,6 +4,7 @@ Per-step numbers (loss, correct predictions) stay on the device in a small windo
 read once every `log_every` steps, so a GPU never waits on the host inside the loop.
 """
 
+import contextlib
 import logging
 import math
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dlcli.app import process_age
 from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
 from dlcli.errors import DivergedError
@@ -53,6 +55,15 @@ class Trainer:
     run_dir: Path
     config: dict  # the resolved config, stored in every checkpoint
     progress: Progress = field(default_factory=Progress)
+    startup_seconds: float | None = None  # process start to the end of the first optimizer step
+
+    def __post_init__(self) -> None:
+        device = self.data.train.y.device
+        fp16 = self.settings.precision == "fp16" and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None  # fp16 gradients underflow unscaled
+
+    def autocast(self):
+        return autocast(self.settings.precision, self.data.train.y.device)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -63,19 +74,20 @@ class Trainer:
         for epoch in range(self.progress.epoch + 1, s.epochs + 1):
             started = time.perf_counter()
             train_loss, train_acc, seen = self.train_epoch(epoch)
-            val = evaluate(self.model, self.data, "val", self.loss_fn, s.eval_batch_size)
+            train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
+            val = evaluate(self.model, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast)
             self.schedule.after_epoch(val["loss"])
             seconds = time.perf_counter() - started
             row = {
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
-                "epoch_seconds": round(seconds, 4), "samples_per_second": round(seen / seconds, 1),
+                "epoch_seconds": round(seconds, 4), "samples_per_second": round(seen / train_seconds, 1),
             }
             self.progress.epoch = epoch
             self.progress.history.append(row)
             log.info(f"epoch {epoch}/{s.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
                      f"val loss {val['loss']:.4f} acc {val['acc']:.2%}  lr {row['lr']:.3g}  "
-                     f"{seconds:.1f}s {row['samples_per_second']:,.0f} samples/s")
+                     f"{seconds:.1f}s ({row['samples_per_second']:,.0f} train samples/s)")
             is_best = self.progress.improved(s.monitor, row[s.monitor])
             if is_best:
                 self.progress.best_value, self.progress.best_epoch = row[s.monitor], epoch
@@ -96,14 +108,22 @@ class Trainer:
         total_loss, total_hits, seen = 0.0, 0, 0
         bar = _progress_bar(n_batches, f"epoch {epoch}/{s.epochs}", s.progress)
         for b, (x, y) in enumerate(train_batches(self.data, s.batch_size, order)):
-            z = model(x)
-            loss = self.loss_fn(z, y)
+            with self.autocast():
+                z = model(x)
+                loss = self.loss_fn(z, y)
             objective = loss + self.penalty() if self.penalty.active else loss
             self.optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            self.optimizer.step()
+            if self.scaler is None:
+                objective.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(objective).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.schedule.after_step()
             self.progress.step += 1
+            if self.startup_seconds is None:
+                self.startup_seconds = process_age()
             window_loss[len(sizes)] = loss.detach()
             window_hits[len(sizes)] = (z.argmax(1) == y).sum()
             sizes.append(len(y))
@@ -134,7 +154,7 @@ class Trainer:
         p = self.progress
         save_checkpoint(self.checkpoint_dir / name, {
             "config": self.config,
-            "model": self.model.state_dict(),
+            "model": getattr(self.model, "_orig_mod", self.model).state_dict(),  # without torch.compile's wrapper
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "epoch": p.epoch,
@@ -153,8 +173,16 @@ class Trainer:
                                  best_value=state["best_value"], history=list(state["metrics"]))
 
 
+def autocast(precision: str, device: torch.device):
+    """Mixed precision for the forward pass on CUDA; a no-op at 32 bits or on the CPU."""
+    if precision == "32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: DataBundle, split: str, loss_fn: nn.Module, batch_size: int) -> dict:
+def evaluate(model: nn.Module, data: DataBundle, split: str, loss_fn: nn.Module, batch_size: int,
+             autocast=contextlib.nullcontext) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of a split."""
     model.eval()
     k = data.num_classes
@@ -162,8 +190,9 @@ def evaluate(model: nn.Module, data: DataBundle, split: str, loss_fn: nn.Module,
     confusion = torch.zeros(k * k, dtype=torch.long, device=data.train.y.device)
     n = 0
     for x, y in eval_batches(data, split, batch_size):
-        z = model(x)
-        total += loss_fn(z, y).double() * len(y)
+        with autocast():
+            z = model(x)
+        total += loss_fn(z.float(), y).double() * len(y)
         confusion += torch.bincount(y * k + z.argmax(1), minlength=k * k)
         n += len(y)
     confusion = confusion.view(k, k).cpu()

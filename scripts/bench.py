@@ -1,0 +1,322 @@
+"""Measure dlcli's training speed against the standard recipe and the compute floor, side by side.
+
+    python scripts/bench.py                       # CPU: mlp, lenet, alexnet; start-up; memory
+    python scripts/bench.py --device cuda         # the same on a GPU (adds bf16 + channels_last rows)
+    python scripts/bench.py --tta                 # time to accuracy of the experiment presets
+    python scripts/bench.py --tiny --json b.json  # a few seconds, for the tests
+
+For each model, on its dataset's shape (MNIST for mlp and lenet, CIFAR-10 for alexnet), one
+process times, with the same model, batch, optimizer (SGD, momentum 0.9) and threads:
+  dlcli   - dlcli's own training loop (Trainer.train_epoch on device-resident uint8 data);
+  recipe  - torchvision dataset + ToTensor/Normalize + DataLoader, the usual tutorial loop;
+  floor   - one resident batch, forward + backward + step only: what the model itself costs.
+Rounds alternate between the three so that machine noise hits them alike; the median counts.
+Real MNIST is used when found (data.root / DLCLI_DATA / ../shared/data), synthetic data of the
+same shape otherwise (always for CIFAR-10 here).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from dlcli.data import DataBundle, Split  # noqa: E402
+from dlcli.images import IMAGE_SETS, load_images  # noqa: E402
+from dlcli.losses import CrossEntropy  # noqa: E402
+from dlcli.models import build_model  # noqa: E402
+from dlcli.optim import Schedule  # noqa: E402
+from dlcli.regularization import Penalty  # noqa: E402
+from dlcli.settings import (AlexNetSettings, LeNetSettings, MLPSettings, RegularizationSettings,  # noqa: E402
+                            TrainerSettings)
+from dlcli.trainer import Trainer, evaluate  # noqa: E402
+
+MODELS = {
+    "mlp": (MLPSettings("mlp", depth=2, width=512), "mnist"),
+    "lenet": (LeNetSettings("lenet", activation="relu", pooling="max"), "mnist"),
+    "alexnet": (AlexNetSettings("alexnet", width=0.25), "cifar10"),
+}
+MEAN_STD = {"mnist": ([0.1307], [0.3081]), "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
+
+
+def find_data_root() -> Path | None:
+    for candidate in (os.environ.get("DLCLI_DATA"), REPO.parent / "shared" / "data", REPO / "data"):
+        if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return Path(candidate)
+    return None
+
+
+def images(dataset: str, n: int, root: Path | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """n uint8 images of the dataset's shape: the real ones where present, else random ones."""
+    if dataset == "mnist" and root is not None:
+        x, y = load_images("mnist", str(root), train=True, download=False)
+        reps = -(-n // len(y))
+        return x.repeat(reps, 1, 1, 1)[:n], y.repeat(reps)[:n], "real"
+    gen = torch.Generator().manual_seed(0)
+    shape = IMAGE_SETS[dataset].shape
+    return torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=gen), "synthetic"
+
+
+def bundle(x: torch.Tensor, y: torch.Tensor, dataset: str, device: torch.device) -> DataBundle:
+    mean, std = MEAN_STD[dataset]
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    split = Split(x.to(device), y.to(device))
+    return DataBundle(train=split, val=split, test=split, input_shape=tuple(x.shape[1:]),
+                      classes=tuple(str(i) for i in range(10)), scale=(1 / (255 * std_t)).to(device),
+                      shift=(torch.tensor(mean).view(1, -1, 1, 1) / std_t).to(device), augment=False)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Contenders:
+    """The three ways of training one model, each able to run `steps` optimizer steps."""
+
+    def __init__(self, name: str, device: torch.device, batch: int, steps: int, root: Path | None,
+                 precision: str = "32", channels_last: bool = False):
+        settings, dataset = MODELS[name]
+        self.name, self.device, self.batch, self.steps, self.dataset = name, device, batch, steps, dataset
+        x, y, self.source = images(dataset, batch * steps, root)
+        self.data = bundle(x, y, dataset, device)
+        self.cpu_x, self.cpu_y = x, y
+        torch.manual_seed(0)
+        self.model = build_model(settings, self.data.input_shape, 10).to(device)
+        if channels_last and device.type == "cuda" and len(self.data.input_shape) == 3:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.loss_fn = CrossEntropy()
+        self.precision = precision
+        self.trainer = Trainer(
+            model=self.model, data=self.data, loss_fn=self.loss_fn,
+            penalty=Penalty(RegularizationSettings("none"), []), optimizer=self.optimizer,
+            schedule=Schedule(None, per_step=False),
+            settings=TrainerSettings(batch_size=batch, progress=False, log_every=50, precision=precision,
+                                     channels_last=channels_last),
+            run_dir=Path(tempfile.mkdtemp()), config={},
+        )
+        self.epoch = 0
+
+    def dlcli(self) -> float:
+        self.epoch += 1
+        sync(self.device)
+        start = time.perf_counter()
+        self.trainer.train_epoch(self.epoch)
+        sync(self.device)
+        return self.batch * self.steps / (time.perf_counter() - start)
+
+    def floor(self) -> float:
+        x, y = next(iter(self._floor_batch()))
+        self.model.train()
+        sync(self.device)
+        start = time.perf_counter()
+        for _ in range(self.steps):
+            with self.trainer.autocast():
+                loss = self.loss_fn(self.model(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        sync(self.device)
+        return self.batch * self.steps / (time.perf_counter() - start)
+
+    def _floor_batch(self):
+        x = self.data.inputs(self.data.train.x[:self.batch])
+        if self.trainer.settings.channels_last and x.ndim == 4 and self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, self.data.train.y[:self.batch]
+
+    def recipe(self) -> float:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(self._recipe_dataset(), batch_size=self.batch, shuffle=True, num_workers=0,
+                            pin_memory=self.device.type == "cuda")
+        self.model.train()
+        sync(self.device)
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            loss = self.loss_fn(self.model(x), y)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        sync(self.device)
+        return len(self.cpu_y) / (time.perf_counter() - start)
+
+    def _recipe_dataset(self):
+        """The tutorial pipeline: PIL image per sample -> ToTensor -> Normalize."""
+        from PIL import Image
+        from torchvision import transforms
+
+        mean, std = MEAN_STD[self.dataset]
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+        x, y = self.cpu_x, self.cpu_y
+        mode = "L" if x.shape[1] == 1 else "RGB"
+
+        class PILImages(torch.utils.data.Dataset):  # what torchvision's MNIST/CIFAR10 __getitem__ do
+            def __len__(self):
+                return len(y)
+
+            def __getitem__(self, i):
+                img = x[i, 0].numpy() if mode == "L" else x[i].permute(1, 2, 0).numpy()
+                return transform(Image.fromarray(img, mode=mode)), int(y[i])
+
+        return PILImages()
+
+    def evaluation(self) -> float:
+        sync(self.device)
+        start = time.perf_counter()
+        evaluate(self.model, self.data, "train", self.loss_fn, 1000, self.trainer.autocast)
+        sync(self.device)
+        return len(self.cpu_y) / (time.perf_counter() - start)
+
+
+def bench_model(name, device, batch, steps, rounds, root, precision="32", channels_last=False) -> dict:
+    c = Contenders(name, device, batch, steps, root, precision, channels_last)
+    c.dlcli(), c.floor()  # warm-up: allocator, cuDNN autotuning, first-call costs
+    runs = {"dlcli": [], "floor": [], "recipe": []}
+    for _ in range(rounds):
+        runs["dlcli"].append(c.dlcli())
+        runs["floor"].append(c.floor())
+        if precision == "32" and not channels_last:
+            runs["recipe"].append(c.recipe())
+    med = {k: statistics.median(v) for k, v in runs.items() if v}
+    row = {"model": name, "device": str(device), "precision": precision, "channels_last": channels_last,
+           "data": f"{c.dataset} ({c.source})", "batch": batch, "images": batch * steps,
+           "dlcli_images_per_s": round(med["dlcli"], 1), "floor_images_per_s": round(med["floor"], 1),
+           "eval_images_per_s": round(c.evaluation(), 1), "dlcli_over_floor": round(med["dlcli"] / med["floor"], 3)}
+    if "recipe" in med:
+        row["recipe_images_per_s"] = round(med["recipe"], 1)
+        row["dlcli_over_recipe"] = round(med["dlcli"] / med["recipe"], 3)
+    return row
+
+
+def run_child(args: list[str], cwd: Path) -> tuple[float, dict, int]:
+    """Run `dlcli ARGS`; wall seconds, rusage-based peak RSS (MB) and the exit code."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr.read().decode())
+    return wall, {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}, proc.returncode
+
+
+def startup(root: Path | None, tiny: bool, device: str) -> dict:
+    """`dlcli --help` wall time; start to first step and peak memory of a real LeNet-5 run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        helps = []
+        for _ in range(5):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "dlcli.cli", "--help"], check=True, capture_output=True)
+            helps.append(time.perf_counter() - start)
+        data = ["data=mnist", f"data.root={root}"] if root else ["data.name=spirals"]
+        model = "model=lenet" if root else "model=mlp"
+        subset = ["data.subset=2000"] if tiny and root else []
+        args = ["train", model, *data, *subset, "trainer.epochs=1", "trainer.progress=false",
+                f"trainer.device={device}", "hydra.run.dir=run"]
+        run_child(args, Path(tmp))  # fills the data cache
+        wall, usage, code = run_child(args, Path(tmp))
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text()) if code == 0 else {}
+        return {"help_seconds": round(statistics.median(helps), 3), "train_run": " ".join(args[1:-1]),
+                "start_to_first_step_seconds": summary.get("startup_seconds"),
+                "one_epoch_wall_seconds": round(wall, 2), **usage}
+
+
+PRESETS = {"lenet_mnist_fast": 0.990, "mlp_mnist_fast": 0.980}
+
+
+def time_to_accuracy(root: Path | None, device: str) -> list[dict]:
+    rows = []
+    for preset, target in PRESETS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            args = ["train", f"experiment={preset}", "trainer.progress=false", f"trainer.device={device}",
+                    "hydra.run.dir=run"] + ([f"data.root={root}"] if root else [])
+            run_child(args[:-1] + ["hydra.run.dir=warm", "trainer.epochs=1"], Path(tmp))  # the data cache
+            wall, usage, code = run_child(args, Path(tmp))
+            summary = json.loads((Path(tmp) / "run" / "summary.json").read_text()) if code == 0 else {}
+            rows.append({"preset": preset, "target": target, "test_acc": summary.get("test_acc"),
+                         "reached": (summary.get("test_acc") or 0) >= target, "wall_seconds": round(wall, 2),
+                         "epochs": summary.get("epochs"), **usage})
+    return rows
+
+
+def print_tables(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if result.get("models"):
+        t = Table(title=f"training images/s, {result['device']} ({result['threads']} threads), median of "
+                        f"{result['rounds']} rounds")
+        for col in ("model", "data", "batch", "precision", "recipe", "dlcli", "floor", "dlcli/floor",
+                    "dlcli/recipe", "eval"):
+            t.add_column(col, justify="right" if col not in ("model", "data") else "left")
+        for r in result["models"]:
+            prec = r["precision"] + (" + channels_last" if r["channels_last"] else "")
+            t.add_row(r["model"], r["data"], str(r["batch"]), prec, f"{r.get('recipe_images_per_s', 0):,.0f}",
+                      f"{r['dlcli_images_per_s']:,.0f}", f"{r['floor_images_per_s']:,.0f}",
+                      f"{r['dlcli_over_floor']:.2f}", f"{r['dlcli_over_recipe']:.2f}" if "dlcli_over_recipe" in r
+                      else "-", f"{r['eval_images_per_s']:,.0f}")
+        console.print(t)
+    if result.get("startup"):
+        s = result["startup"]
+        console.print(f"dlcli --help: {s['help_seconds']:.3f} s; `dlcli train {s['train_run']}`: "
+                      f"first optimizer step after {s['start_to_first_step_seconds']} s, "
+                      f"{s['one_epoch_wall_seconds']} s wall, peak RSS {s['peak_rss_mb']} MB")
+    for r in result.get("tta", []):
+        console.print(f"experiment={r['preset']}: test acc {r['test_acc']} (target {r['target']}) in "
+                      f"{r['wall_seconds']} s wall for the whole process, {r['epochs']} epochs, "
+                      f"peak RSS {r['peak_rss_mb']} MB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="mlp,lenet,alexnet")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="0: one per core")
+    parser.add_argument("--tiny", action="store_true", help="a few steps of everything, for tests")
+    parser.add_argument("--tta", action="store_true", help="time to accuracy of the experiment presets only")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    if args.tiny:
+        args.steps, args.rounds, args.batch = 3, 1, 32
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = torch.device(args.device)
+    root = find_data_root()
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "threads": torch.get_num_threads(), "rounds": args.rounds, "torch": torch.__version__,
+              "models": [], "tta": []}
+    if args.tta:
+        result["tta"] = time_to_accuracy(root, args.device)
+    else:
+        for name in args.models.split(","):
+            result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root))
+            if device.type == "cuda":
+                result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root,
+                                                    precision="bf16", channels_last=name != "mlp"))
+        result["startup"] = startup(root, args.tiny, args.device)
+    result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print_tables(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
