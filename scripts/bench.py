@@ -202,16 +202,21 @@ def bench_model(name, device, batch, steps, rounds, root, precision="32", channe
 
 
 def run_child(args: list[str], cwd: Path) -> tuple[float, dict, int]:
-    """Run `dlcli ARGS`; wall seconds, rusage-based peak RSS (MB) and the exit code."""
+    """Run `dlcli ARGS`; its wall seconds, the peak RSS it reported (MB) and its exit code.
+
+    The peak comes from the run's summary.json (the kernel's high-water mark of its own memory):
+    wait4's ru_maxrss would also count this bench's memory, shared with the child between fork and exec.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr.read().decode())
-    return wall, {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}, proc.returncode
+        sys.stderr.write(proc.stderr)
+    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
+    summary = cwd / run_dir / "summary.json" if run_dir else None
+    peak = json.loads(summary.read_text()).get("peak_rss_mb") if summary and summary.is_file() else None
+    return wall, {"peak_rss_mb": peak}, proc.returncode
 
 
 def startup(root: Path | None, tiny: bool, device: str) -> dict:
@@ -242,10 +247,10 @@ def time_to_accuracy(root: Path | None, device: str) -> list[dict]:
     rows = []
     for preset, target in PRESETS.items():
         with tempfile.TemporaryDirectory() as tmp:
-            args = ["train", f"experiment={preset}", "trainer.progress=false", f"trainer.device={device}",
-                    "hydra.run.dir=run"] + ([f"data.root={root}"] if root else [])
-            run_child(args[:-1] + ["hydra.run.dir=warm", "trainer.epochs=1"], Path(tmp))  # the data cache
-            wall, usage, code = run_child(args, Path(tmp))
+            args = ["train", f"experiment={preset}", "trainer.progress=false", f"trainer.device={device}"]
+            args += [f"data.root={root}"] if root else []
+            run_child([*args, "hydra.run.dir=warm", "trainer.epochs=1"], Path(tmp))  # fills the data cache
+            wall, usage, code = run_child([*args, "hydra.run.dir=run"], Path(tmp))
             summary = json.loads((Path(tmp) / "run" / "summary.json").read_text()) if code == 0 else {}
             rows.append({"preset": preset, "target": target, "test_acc": summary.get("test_acc"),
                          "reached": (summary.get("test_acc") or 0) >= target, "wall_seconds": round(wall, 2),
@@ -257,7 +262,7 @@ def print_tables(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     if result.get("models"):
         t = Table(title=f"training images/s, {result['device']} ({result['threads']} threads), median of "
                         f"{result['rounds']} rounds")

@@ -88,6 +88,19 @@ def process_age() -> float | None:
         return None
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM is per address space, so unlike ru_maxrss it does
+    not count a parent's memory shared with us between fork and exec."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def versions() -> dict:
     import torch
 

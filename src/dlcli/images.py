@@ -74,9 +74,14 @@ def _decode(spec: ImageSet, root: Path, train: bool, download: bool, sources: li
     try:
         dataset = dataset_class(str(root), train=train, download=download and bool(missing))
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        state = f"missing: {', '.join(missing)}" if missing else f"failed its integrity check ({exc})"
-        raise DataError(f"{spec.torchvision_class} files in {where} {state}; "
-                        + ("download=false, so nothing was fetched; " if not download else "") + hint) from None
+        if not missing:
+            state = f"failed torchvision's integrity check ({exc})"
+        elif download:
+            reason = " ".join(str(exc).split())  # torchvision lists every mirror it tried, one per line
+            state = f"missing: {', '.join(missing)}, and the download failed ({reason[:240]})"
+        else:
+            state = f"missing: {', '.join(missing)} (data.download=false)"
+        raise DataError(f"{spec.torchvision_class} files in {where} {state}; {hint}") from None
     except OSError as exc:  # no network, or the root is not writable
         raise DataError(f"{spec.torchvision_class} files missing in {where} ({', '.join(missing)}) and the "
                         f"download failed ({type(exc).__name__}: {exc}); {hint}") from None

@@ -34,7 +34,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     import numpy as np
     import torch
 
-    from dlcli.app import resolve_device, set_threads, versions
+    from dlcli.app import peak_rss_mb, resolve_device, set_threads, versions
     from dlcli.checkpoint import load_checkpoint, load_weights
     from dlcli.data import batches_per_epoch, load_data
     from dlcli.files import write_json
@@ -91,6 +91,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         "params": params,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "startup_seconds": trainer.startup_seconds,
+        "peak_rss_mb": peak_rss_mb(),
         "device": str(device),
         "versions": versions(),
     }

@@ -1,0 +1,29 @@
+"""scripts/bench.py runs end to end at a tiny size and writes well-formed JSON (it times nothing here)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_tiny_writes_every_number(tmp_path, cache_dir):
+    out = tmp_path / "bench.json"
+    env = {"DLCLI_CACHE": str(cache_dir), "PATH": "/usr/bin:/bin"}
+    import os
+
+    env = {**os.environ, **env}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--tiny", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [r["model"] for r in result["models"]] == ["mlp", "lenet", "alexnet"]
+    for row in result["models"]:
+        for key in ("dlcli_images_per_s", "floor_images_per_s", "recipe_images_per_s", "eval_images_per_s"):
+            assert row[key] > 0, (row["model"], key)
+        assert row["dlcli_over_floor"] == round(row["dlcli_images_per_s"] / row["floor_images_per_s"], 3)
+        assert row["dlcli_over_recipe"] == round(row["dlcli_images_per_s"] / row["recipe_images_per_s"], 3)
+    startup = result["startup"]
+    assert startup["help_seconds"] > 0 and startup["peak_rss_mb"] > 0
+    assert startup["start_to_first_step_seconds"] is None or startup["start_to_first_step_seconds"] > 0
+    assert "dlcli/floor" in proc.stdout
