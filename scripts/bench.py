@@ -258,6 +258,24 @@ def time_to_accuracy(root: Path | None, device: str) -> list[dict]:
     return rows
 
 
+SWEEP = ["-m", "optimizer.lr=0.01,0.001", "optimizer.weight_decay=0,1e-4", "trainer.progress=false"]
+
+
+def launchers(rounds: int) -> dict:
+    """Wall seconds of the same 4-job toy sweep, basic launcher vs joblib with 2 workers, alternating."""
+    times = {"basic": [], "joblib": []}
+    for _ in range(rounds):
+        for name, extra in (("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *SWEEP, *extra], cwd=tmp, check=True,
+                               capture_output=True)
+                times[name].append(time.perf_counter() - start)
+    basic, joblib = statistics.median(times["basic"]), statistics.median(times["joblib"])
+    return {"sweep": "dlcli train " + " ".join(SWEEP), "basic_seconds": round(basic, 2),
+            "joblib_seconds": round(joblib, 2), "basic_over_joblib": round(basic / joblib, 2)}
+
+
 def print_tables(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -281,6 +299,10 @@ def print_tables(result: dict) -> None:
         console.print(f"dlcli --help: {s['help_seconds']:.3f} s; `dlcli train {s['train_run']}`: "
                       f"first optimizer step after {s['start_to_first_step_seconds']} s, "
                       f"{s['one_epoch_wall_seconds']} s wall, peak RSS {s['peak_rss_mb']} MB")
+    if result.get("launchers"):
+        s = result["launchers"]
+        console.print(f"4-job toy sweep: basic launcher {s['basic_seconds']} s, joblib n_jobs=2 "
+                      f"{s['joblib_seconds']} s: joblib {s['basic_over_joblib']}x as fast")
     for r in result.get("tta", []):
         console.print(f"experiment={r['preset']}: test acc {r['test_acc']} (target {r['target']}) in "
                       f"{r['wall_seconds']} s wall for the whole process, {r['epochs']} epochs, "
@@ -297,6 +319,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: one per core")
     parser.add_argument("--tiny", action="store_true", help="a few steps of everything, for tests")
     parser.add_argument("--tta", action="store_true", help="time to accuracy of the experiment presets only")
+    parser.add_argument("--launchers", action="store_true", help="basic vs joblib launcher on a toy sweep only")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.tiny:
@@ -309,6 +332,8 @@ def main() -> int:
               "models": [], "tta": []}
     if args.tta:
         result["tta"] = time_to_accuracy(root, args.device)
+    elif args.launchers:
+        result["launchers"] = launchers(args.rounds)
     else:
         for name in args.models.split(","):
             result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root))

@@ -1,6 +1,7 @@
 """Bad input: one clear line, a non-zero exit, no traceback, and nothing that existed is touched."""
 
 import hashlib
+import json
 
 import pytest
 
@@ -95,4 +96,5 @@ def test_diverging_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkp
     proc = dlcli(*run)
     assert_one_line_error(proc, "loss became", "at epoch", "step", "last good checkpoint")
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-    assert not (tmp_path / "run" / "summary.json").exists()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "loss became" in summary["reason"]

@@ -1,5 +1,6 @@
 """What every dlcli command shares: error reporting, device choice, thread settings, versions."""
 
+import logging
 import os
 import platform
 import shutil
@@ -8,31 +9,63 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
-from dlcli.errors import ConfigError, DlcliError
+from dlcli.errors import ConfigError, DivergedError, DlcliError
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
-    """Run a Hydra task; a user error becomes one line on stderr and a non-zero exit.
+    """Run a Hydra task; a failure becomes one line on stderr, recorded in the run's summary.json.
 
-    Hydra makes the run directory before the task starts; if the task fails before writing
-    anything into it, the directory goes too, so a typo leaves no clutter behind.
-    Set DLCLI_DEBUG=1 to see the traceback instead.
+    A single run then exits non-zero. In a sweep (-m) the job returns NaN instead, so the other
+    jobs still run and the sweep summary counts it as failed; unexpected errors are caught there
+    too, with the traceback kept in the job's log. Hydra makes the run directory before the task
+    starts; if a single run fails before writing anything into it, the directory goes too, so a
+    typo leaves no clutter behind. Set DLCLI_DEBUG=1 to see tracebacks instead.
     """
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    multirun = hydra.mode == RunMode.MULTIRUN
     fresh = _only_hydra_files(run_dir)
     try:
         return task(cfg)
-    except DlcliError as exc:
-        if fresh and _only_hydra_files(run_dir):
-            _remove_run_dir(run_dir)
-        if os.environ.get("DLCLI_DEBUG"):
-            raise
-        print(f"dlcli: error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         print("dlcli: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("DLCLI_DEBUG") or not (multirun or isinstance(exc, DlcliError)):
+            raise  # a bug, not a user error: show the traceback
+        reason = one_line(exc)
+        status = "diverged" if isinstance(exc, DivergedError) else "failed"
+        if not isinstance(exc, DlcliError):
+            reason = f"{type(exc).__name__}: {reason}"
+            logging.getLogger("dlcli").exception("job failed")  # the traceback goes to the job's log file
+        if fresh and _only_hydra_files(run_dir) and not multirun:
+            _remove_run_dir(run_dir)
+        else:
+            from dlcli.files import write_json
+
+            write_json(run_dir / "summary.json", {"status": status, "reason": reason})
+        where = f"job {hydra.job.num} ({' '.join(hydra.overrides.task)}): " if multirun else ""
+        print(f"dlcli: error: {where}{reason}", file=sys.stderr, flush=True)
+        if multirun and _sweeper_takes_failures_as_exceptions(hydra):
+            raise JobFailed(reason) from None
+        if multirun:
+            return float("nan")  # the basic sweeper would stop at the first exception
+        raise SystemExit(getattr(exc, "exit_code", 1)) from None
+
+
+class JobFailed(Exception):
+    """A sweep job that failed, already reported; for sweepers that count raised jobs as failed trials."""
+
+
+def _sweeper_takes_failures_as_exceptions(hydra) -> bool:
+    # Optuna's sweeper marks a trial failed when its job raises, but crashes on a NaN result
+    return "optuna" in str(hydra.sweeper.get("_target_", "")).lower()
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _only_hydra_files(run_dir: Path) -> bool:
@@ -40,8 +73,6 @@ def _only_hydra_files(run_dir: Path) -> bool:
 
 
 def _remove_run_dir(run_dir: Path) -> None:
-    import logging
-
     logging.shutdown()  # close Hydra's log file before deleting it
     shutil.rmtree(run_dir, ignore_errors=True)
     cwd = Path.cwd().resolve()
@@ -68,10 +99,26 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def set_threads(threads: int) -> None:
+def set_threads(threads: int) -> int:
+    """torch's CPU threads: as configured, else the cores shared out among parallel sweep jobs
+    (two jobs with two threads each on two cores spin on each other and run many times slower)."""
     import torch
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    threads = threads or max(1, (os.cpu_count() or 1) // parallel_jobs())
+    torch.set_num_threads(threads)
+    return threads
+
+
+def parallel_jobs() -> int:
+    """How many jobs the Hydra launcher runs at once on this machine (joblib's n_jobs), else 1."""
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not inside a Hydra run
+        return 1
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = launcher.get("n_jobs") or 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)  # joblib: -1 = all cores
 
 
 def process_age() -> float | None:

@@ -12,7 +12,9 @@ from dlcli import __version__
 COMMANDS = {
     "train": ("dlcli.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
     "eval": ("dlcli.evaluate", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
+    "report": ("dlcli.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
 }
+PLAIN = {"report"}  # commands with their own argparse line rather than Hydra's
 
 USAGE = f"""usage: dlcli <command> [hydra overrides and options]
 
@@ -21,7 +23,7 @@ dlcli {__version__}: train neural networks from Hydra YAML configs.
 commands:
 {chr(10).join(f"  {name:<7}{text}" for name, (_, text) in COMMANDS.items())}
 
-Each command takes Hydra's command line: key=value overrides, group=option choices,
+train and eval take Hydra's command line: key=value overrides, group=option choices,
 -m/--multirun for sweeps, --cfg job to print the config, --help for its config groups.
   dlcli train --help
   dlcli train -m optimizer.lr=0.1,0.01 optimizer.weight_decay=0,1e-4
@@ -41,12 +43,19 @@ def main(argv: list[str] | None = None) -> int:
               "(see dlcli --help)", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[args[0]][0])
+    if args[0] in PLAIN:
+        return module.main(args[1:])
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
     sys.argv = [f"dlcli {args[0]}", *args[1:]]
     try:
         module.main()
     except BrokenPipeError:  # `dlcli train --help | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except ValueError as exc:  # Hydra refusing the command line itself, e.g. both -m and --cfg
+        if os.environ.get("DLCLI_DEBUG"):
+            raise
+        print(f"dlcli: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,17 +16,19 @@ log = logging.getLogger("dlcli")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dlcli.configs", config_name="train")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> float:
     return run_guarded(train, cfg)
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig) -> float:
+    """Train one config; returns the best validation accuracy (what a sweeper maximizes)."""
     settings = load_settings(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(settings.data, ImageDataSettings):
         # checkpoints must find the data again from any working directory
         config["data"]["root"] = str(Path(settings.data.root).expanduser().resolve())
-    return run_training(settings, config, Path(HydraConfig.get().runtime.output_dir))
+    summary = run_training(settings, config, Path(HydraConfig.get().runtime.output_dir))
+    return summary["best_val_acc"]
 
 
 def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
@@ -45,7 +47,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     from dlcli.trainer import Trainer, evaluate
 
     t = settings.trainer
-    set_threads(t.threads)
+    threads = set_threads(t.threads)
     device = resolve_device(t.device)
     resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
     random.seed(t.seed)
@@ -71,7 +73,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     params = count_parameters(model)
     log.info(f"{settings.model.name} ({params:,} parameters) on {settings.data.name}: "
              f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
-             f"device {device}, run dir {run_dir}")
+             f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), run dir {run_dir}")
 
     progress = trainer.fit()
 
@@ -96,6 +98,10 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         "versions": versions(),
     }
     write_json(run_dir / "summary.json", summary)
+    from dlcli.plots import learning_curves
+
+    learning_curves(progress.history, run_dir / "learning_curves.png",
+                    f"{settings.model.name} on {settings.data.name}: test acc {test['acc']:.2%}")
     log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
              f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
     return summary
