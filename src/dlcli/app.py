@@ -69,7 +69,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def _only_hydra_files(run_dir: Path) -> bool:
-    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()) if run_dir.is_dir() else False
+    """A run folder Hydra made for this job (it has .hydra/) holding nothing else but logs."""
+    if not (run_dir / ".hydra").is_dir() or run_dir.resolve() == Path.cwd().resolve():
+        return False
+    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
 
 
 def _remove_run_dir(run_dir: Path) -> None:

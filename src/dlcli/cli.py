@@ -13,6 +13,8 @@ COMMANDS = {
     "train": ("dlcli.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
     "eval": ("dlcli.evaluate", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
     "report": ("dlcli.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
+    "gradcheck": ("dlcli.gradcheck", "backprop vs numerical gradients:  dlcli gradcheck model=lenet data=mnist"),
+    "summary": ("dlcli.summary", "the model as a table:  dlcli summary model=lenet data=mnist"),
 }
 PLAIN = {"report"}  # commands with their own argparse line rather than Hydra's
 
@@ -21,9 +23,9 @@ USAGE = f"""usage: dlcli <command> [hydra overrides and options]
 dlcli {__version__}: train neural networks from Hydra YAML configs.
 
 commands:
-{chr(10).join(f"  {name:<7}{text}" for name, (_, text) in COMMANDS.items())}
+{chr(10).join(f"  {name:<10}{text}" for name, (_, text) in COMMANDS.items())}
 
-train and eval take Hydra's command line: key=value overrides, group=option choices,
+All but report take Hydra's command line: key=value overrides, group=option choices,
 -m/--multirun for sweeps, --cfg job to print the config, --help for its config groups.
   dlcli train --help
   dlcli train -m optimizer.lr=0.1,0.01 optimizer.weight_decay=0,1e-4

@@ -95,6 +95,16 @@ def load_data(settings: ToyDataSettings | ImageDataSettings, seed: int, val_frac
     )
 
 
+def data_shape(settings: ToyDataSettings | ImageDataSettings) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) of a dataset, without loading it."""
+    if isinstance(settings, ToyDataSettings):
+        return (2,), settings.num_classes
+    from dlcli.images import IMAGE_SETS
+
+    spec = IMAGE_SETS[settings.name]
+    return spec.shape, len(spec.classes)
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     """Full batches plus the remainder, except a remainder of one (batch norm cannot train on it)."""
     return n // batch_size + (n % batch_size > 1)

@@ -23,3 +23,9 @@ class DivergedError(DlcliError):
     """The loss became NaN or infinite."""
 
     exit_code = 3
+
+
+class CheckFailed(DlcliError):
+    """A check the user asked for (dlcli gradcheck) found a problem."""
+
+    exit_code = 1
