@@ -81,7 +81,7 @@ def test_gradcheck_fails_on_a_wrong_backward_and_names_the_layer(monkeypatch, ca
     from dlcli.cli import main
 
     with pytest.raises(SystemExit) as info:
-        main(["gradcheck", "gradcheck.samples=0"])
+        main(["gradcheck", "data=toy", "gradcheck.samples=0"])
     assert info.value.code == 1
     out = capsys.readouterr()
     assert "gradient check failed for first.weight, first.bias" in out.err

@@ -143,8 +143,11 @@ def test_lenet_on_an_mnist_subset_then_eval(dlcli, tmp_path, mnist_root):
     assert summary["test_acc"] >= 0.95, summary  # 5 epochs on 5,400 images, tested on all 10,000
     proc = dlcli("eval", f"checkpoint={run / 'checkpoints' / 'best.pt'}", cwd=tmp_path / "outputs")
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(next((tmp_path / "outputs" / "outputs").rglob("eval.json")).read_text())
+    eval_json = next((tmp_path / "outputs" / "outputs").rglob("eval.json"))
+    report = json.loads(eval_json.read_text())
     assert report["acc"] == summary["test_acc"] and report["n"] == 10_000
+    for picture in ("confusion_matrix.png", "filters.png"):  # LeNet's 6 first-layer filters
+        assert (eval_json.parent / picture).read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none is visible")

@@ -77,8 +77,34 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         report["data_root"] = settings.data.root
     write_json(run_dir / "eval.json", report)
     print_report(report)
+    draw_pictures(model, data, cfg.split, report, run_dir)
     log.info(f"wrote {run_dir / 'eval.json'}")
     return report
+
+
+def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[Path]:
+    """confusion_matrix.png; filters.png for image models; decision_boundary.png for 2-D points."""
+    import torch
+    from torch import nn
+
+    from dlcli import plots
+
+    title = f"{report['model']} on {report['data']} ({split}): accuracy {report['acc']:.2%}"
+    drawn = [plots.confusion_matrix(report["confusion"], report["classes"], run_dir / "confusion_matrix.png", title)]
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is not None:
+        drawn.append(plots.conv_filters(first_conv.weight, run_dir / "filters.png",
+                                        f"{report['model']}: first convolution's {first_conv.out_channels} filters"))
+    if data.input_shape == (2,):
+        points = data.split(split)
+
+        @torch.inference_mode()
+        def predict(grid):
+            model.eval()
+            return model(grid.to(points.x.device)).argmax(1).cpu()
+
+        drawn.append(plots.decision_boundary(predict, points.x, points.y, run_dir / "decision_boundary.png", title))
+    return drawn
 
 
 def per_class_accuracy(confusion: list[list[int]]) -> list[float]:

@@ -85,6 +85,111 @@ def heatmap(x_name: str, x_values: list, y_name: str, y_values: list, grid: list
     return _save(fig, path)
 
 
+def gradient_flow(rows: list[dict], path: Path, title: str) -> Path:
+    """Gradient norm per layer (input side on the left), one line per epoch."""
+    plt = _pyplot()
+    epochs = sorted({r["epoch"] for r in rows})
+    layers = [r["layer"] for r in rows if r["epoch"] == epochs[0]]
+    fig, (grad_ax, ratio_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cmap = plt.get_cmap("viridis")
+    for k, epoch in enumerate(epochs):
+        mine = sorted((r for r in rows if r["epoch"] == epoch), key=lambda r: r["depth"])
+        color = cmap(k / max(1, len(epochs) - 1))
+        grad_ax.plot([r["depth"] for r in mine], [r["grad_norm"] for r in mine], "-o", color=color, markersize=3,
+                     label=f"epoch {epoch}")
+        ratio_ax.plot([r["depth"] for r in mine], [r["update_ratio"] for r in mine], "-o", color=color, markersize=3)
+    for ax, label in ((grad_ax, "gradient norm ||dL/dW||"), (ratio_ax, "update / weight over the epoch")):
+        ax.set_yscale("log")
+        ax.set_xticks(range(1, len(layers) + 1), layers, rotation=45, ha="right", fontsize=7)
+        ax.set(xlabel="layer (input -> output)", ylabel=label)
+        ax.grid(alpha=0.3)
+    grad_ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def sweep_gradient_flow(runs: list[tuple[str, list[dict]]], path: Path) -> Path:
+    """First-epoch gradient norm per layer of every job that recorded diagnostics, overlaid."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, rows in runs:
+        first = sorted((r for r in rows if r["epoch"] == rows[0]["epoch"]), key=lambda r: r["depth"])
+        ax.plot([r["depth"] for r in first], [r["grad_norm"] for r in first], "-o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="layer depth (1 = input side)", ylabel="gradient norm ||dL/dW|| after epoch 1",
+           title="gradient flow per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> Path:
+    """Counts with rows as the true class and columns as the predicted one; colour is the row share."""
+    plt = _pyplot()
+    import numpy as np
+
+    counts = np.array(confusion, dtype=float)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(0.6 * k + 3, 0.6 * k + 2.5))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    return _save(fig, path)
+
+
+def conv_filters(weight, path: Path, title: str) -> Path:
+    """The first convolution's kernels as a grid of small images (RGB when there are 3 input channels)."""
+    plt = _pyplot()
+
+    w = weight.detach().float().cpu()
+    n = w.shape[0]
+    cols = min(8, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.6), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        kernel = w[k]
+        if kernel.shape[0] == 3:  # show colour kernels as colours, each scaled to [0, 1]
+            img = kernel.permute(1, 2, 0)
+            img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
+            ax.imshow(img.numpy())
+        else:
+            ax.imshow(kernel[0].numpy(), cmap="gray")
+        ax.set_title(str(k), fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def decision_boundary(predict, x, y, path: Path, title: str, steps: int = 300) -> Path:
+    """The model's predicted class over the plane, with the points on top (as in the TF playground)."""
+    plt = _pyplot()
+    import torch
+
+    x, y = x.detach().float().cpu(), y.cpu()
+    lo, hi = x.min(0).values - 0.3, x.max(0).values + 0.3
+    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], steps), torch.linspace(lo[1], hi[1], steps), indexing="xy")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    classes = predict(grid).reshape(steps, steps)
+    k = int(max(y.max(), classes.max())) + 1
+    fig, ax = plt.subplots(figsize=(6, 6))
+    cmap = plt.get_cmap("tab10")
+    ax.contourf(gx.numpy(), gy.numpy(), classes.numpy(), levels=[i - 0.5 for i in range(k + 1)],
+                colors=[cmap(i) for i in range(k)], alpha=0.25)
+    ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), c=[cmap(int(c)) for c in y], s=6, edgecolors="none")
+    ax.set(title=title, xlabel="x1", ylabel="x2", aspect="equal")
+    return _save(fig, path)
+
+
 def log_spaced(values: list[float]) -> bool:
     """Positive values at roughly constant ratios spanning at least a factor of 10."""
     positive = sorted(v for v in values if v > 0)

@@ -127,6 +127,11 @@ def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> di
                read_metrics(out / j.path)) for j in jobs]
     if any(rows for _, rows in curves):
         written["curves"] = plots.sweep_curves(curves, out / "sweep_val_acc.png")
+    from dlcli.diagnostics import read_diagnostics
+
+    flows = [(label, read_diagnostics(out / j.path)) for (label, _), j in zip(curves, jobs)]
+    if any(rows for _, rows in flows):
+        written["gradients"] = plots.sweep_gradient_flow([f for f in flows if f[1]], out / "sweep_gradient_flow.png")
     grid = heatmap_grid(jobs, metric)
     if grid is not None:
         (x_name, xs), (y_name, ys), cells = grid

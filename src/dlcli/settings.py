@@ -264,6 +264,7 @@ class TrainerSettings:
     precision: Union[int, str] = 32
     compile: bool = False
     channels_last: bool = True
+    diagnostics: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", str(self.precision))

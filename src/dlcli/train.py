@@ -67,6 +67,14 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         optimizer=optimizer, schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
         settings=t, run_dir=run_dir, config=config,
     )
+    if t.diagnostics:
+        from dlcli.diagnostics import GradientFlow
+
+        n = min(256, len(data.train))
+        if resume_state is None:
+            (run_dir / "diagnostics.jsonl").unlink(missing_ok=True)
+        trainer.flow = GradientFlow(model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, trainer.penalty,
+                                    run_dir / "diagnostics.jsonl")
     if resume_state is not None:
         trainer.resume_from(resume_state)
         log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
@@ -98,10 +106,12 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         "versions": versions(),
     }
     write_json(run_dir / "summary.json", summary)
-    from dlcli.plots import learning_curves
+    from dlcli.plots import gradient_flow, learning_curves
 
-    learning_curves(progress.history, run_dir / "learning_curves.png",
-                    f"{settings.model.name} on {settings.data.name}: test acc {test['acc']:.2%}")
+    title = f"{settings.model.name} on {settings.data.name}: test acc {test['acc']:.2%}"
+    learning_curves(progress.history, run_dir / "learning_curves.png", title)
+    if trainer.flow is not None:
+        gradient_flow(trainer.flow.rows, run_dir / "gradient_flow.png", title)
     log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
              f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
     return summary

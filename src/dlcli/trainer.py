@@ -17,6 +17,7 @@ from torch import nn
 
 from dlcli.app import process_age
 from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
+from dlcli.diagnostics import GradientFlow
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
 from dlcli.errors import DivergedError
 from dlcli.files import write_metrics
@@ -56,6 +57,7 @@ class Trainer:
     config: dict  # the resolved config, stored in every checkpoint
     progress: Progress = field(default_factory=Progress)
     startup_seconds: float | None = None  # process start to the end of the first optimizer step
+    flow: "GradientFlow | None" = None  # per-layer gradient diagnostics, when trainer.diagnostics
 
     def __post_init__(self) -> None:
         device = self.data.train.y.device
@@ -75,6 +77,8 @@ class Trainer:
             started = time.perf_counter()
             train_loss, train_acc, seen = self.train_epoch(epoch)
             train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
+            if self.flow is not None:
+                self.flow.record(epoch)
             val = evaluate(self.model, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast)
             self.schedule.after_epoch(val["loss"])
             seconds = time.perf_counter() - started
