@@ -129,3 +129,33 @@ def test_crop_and_flip_shifts_and_mirrors_each_image():
     assert moved[0, 0, 0].tolist() == [0, 0, 0, 0]
     assert moved[0, 0, 1].tolist() == x[0, 0, 0, 1:].tolist() + [0]
     assert torch.equal(moved[1], x[1])
+
+
+def copy_mnist_train(root, dest):
+    import shutil
+
+    (dest / "MNIST" / "raw").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):  # torchvision wants all four before it reads any
+        shutil.copy(root / "MNIST" / "raw" / name, dest / "MNIST" / "raw" / name)
+    return dest / "MNIST" / "raw"
+
+
+def test_a_truncated_dataset_file_is_refused_in_one_line(mnist_root, tmp_path):
+    raw = copy_mnist_train(mnist_root, tmp_path)
+    with open(raw / "train-labels-idx1-ubyte", "r+b") as f:
+        f.truncate(30_000)
+    with pytest.raises(DataError) as info:
+        load_images("mnist", str(tmp_path), train=True, download=False)
+    message = str(info.value)
+    assert "train-labels-idx1-ubyte has 30,000 bytes, expected 60,008" in message and "\n" not in message
+
+
+def test_a_corrupted_dataset_file_fails_its_checksum_and_is_never_cached(mnist_root, tmp_path):
+    raw = copy_mnist_train(mnist_root, tmp_path)
+    with open(raw / "train-images-idx3-ubyte", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff")
+    with pytest.raises(DataError, match="fails its checksum"):
+        load_images("mnist", str(tmp_path), train=True, download=False)
+    assert not (tmp_path / "dlcli-cache" / "mnist-train.pt").exists()

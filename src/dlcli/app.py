@@ -11,7 +11,7 @@ from typing import Any, Callable
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from dlcli.errors import ConfigError, DivergedError, DlcliError
+from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -36,7 +36,7 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
         if os.environ.get("DLCLI_DEBUG") or not (multirun or isinstance(exc, DlcliError)):
             raise  # a bug, not a user error: show the traceback
         reason = one_line(exc)
-        status = "diverged" if isinstance(exc, DivergedError) else "failed"
+        status = {DivergedError: "diverged", Interrupted: "interrupted"}.get(type(exc), "failed")
         if not isinstance(exc, DlcliError):
             reason = f"{type(exc).__name__}: {reason}"
             logging.getLogger("dlcli").exception("job failed")  # the traceback goes to the job's log file

@@ -4,6 +4,7 @@ They hold only tensors and plain Python data, so they load with `torch.load(weig
 which refuses anything that could run code when unpickled.
 """
 
+import io
 import pickle
 import random
 from pathlib import Path
@@ -21,7 +22,9 @@ REQUIRED = ("format", "dlcli_version", "config", "model", "epoch")
 
 def save_checkpoint(path: Path, state: dict) -> None:
     state = {"format": FORMAT, "dlcli_version": __version__, **state}
-    write_atomic(path, lambda f: torch.save(state, f), binary=True)
+    buffer = io.BytesIO()  # serialize in memory: a failing disk then raises a plain OSError on write
+    torch.save(state, buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()), binary=True)
 
 
 def load_checkpoint(path: str | Path) -> dict:

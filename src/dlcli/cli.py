@@ -47,18 +47,46 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args[0]][0])
     if args[0] in PLAIN:
         return module.main(args[1:])
+    # let Hydra's own errors (unknown option or key, bad override syntax) reach us, to print them as one line
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
     sys.argv = [f"dlcli {args[0]}", *args[1:]]
     try:
         module.main()
     except BrokenPipeError:  # `dlcli train --help | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except ValueError as exc:  # Hydra refusing the command line itself, e.g. both -m and --cfg
-        if os.environ.get("DLCLI_DEBUG"):
+    except Exception as exc:
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        # Hydra refusing the command line or the config, or the run folder it could not make
+        if os.environ.get("DLCLI_DEBUG") or not isinstance(exc, (HydraException, OmegaConfBaseException,
+                                                                   ValueError, OSError)):
             raise
-        print(f"dlcli: error: {exc}", file=sys.stderr)
+        print(f"dlcli: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's multi-line messages (and the OmegaConf error behind them) joined into one line."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options:
+        first = str(exc).strip().splitlines()[0].rstrip(".")
+        return f"{first}; choose one of: {', '.join(sorted(exc.options))}"
+    parts = []
+    for e in (exc, exc.__cause__):
+        if e is None:
+            continue
+        if isinstance(e, OSError) and e.filename:
+            parts.append(f"{e.strerror}: {e.filename} (choose a writable folder, e.g. hydra.run.dir=...)")
+            continue
+        for line in str(e).splitlines():
+            line = line.strip()
+            if line and not line.startswith(("full_key:", "object_type=", "reference_type=", "Set the environment")):
+                parts.append(line.rstrip(".:"))
+    return "; ".join(dict.fromkeys(parts)) or type(exc).__name__
 
 
 if __name__ == "__main__":

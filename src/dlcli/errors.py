@@ -29,3 +29,16 @@ class CheckFailed(DlcliError):
     """A check the user asked for (dlcli gradcheck) found a problem."""
 
     exit_code = 1
+
+
+class Interrupted(DlcliError):
+    """SIGINT or SIGTERM stopped training at a step boundary, after last.pt was saved."""
+
+    def __init__(self, signum: int, epoch: int, step: int, resume: str = ""):
+        import signal
+
+        self.signum, self.epoch, self.step, self.resume = signum, epoch, step, resume
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as the shell reports them
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: stopped at epoch {epoch}, step {step} with checkpoints/last.pt saved"
+                         + (f"; resume with: {resume}" if resume else ""))

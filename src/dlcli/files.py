@@ -11,21 +11,34 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from dlcli.errors import DlcliError
+
+
+class OutputError(DlcliError):
+    """A run file could not be written (disk full, no permission)."""
+
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second")
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write through a temporary file and rename; a full disk leaves the old file and one clear error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            raise OutputError(f"could not write {path} ({reason}); the previous version, if any, is intact; "
+                              "free some disk space or write elsewhere with hydra.run.dir=...") from None
         raise
 
 

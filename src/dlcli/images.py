@@ -29,6 +29,20 @@ class ImageSet:
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
+# md5 of the uncompressed idx files (the .gz files torchvision downloads carry their own md5 check)
+KNOWN_MD5 = {
+    "MNIST/raw/train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "MNIST/raw/train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "MNIST/raw/t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "MNIST/raw/t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    "FashionMNIST/raw/train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "FashionMNIST/raw/train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "FashionMNIST/raw/t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "FashionMNIST/raw/t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+KNOWN_SIZE = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
+              "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}
+
 IMAGE_SETS = {
     "mnist": ImageSet("MNIST/raw", "MNIST", *_MNIST_FILES, tuple("0123456789"), (1, 28, 28)),
     "fashion_mnist": ImageSet(
@@ -52,12 +66,37 @@ def load_images(name: str, root: str, train: bool, download: bool) -> tuple[torc
     split = "train" if train else "test"
     cache = _cache_file(root_path, f"{name}-{split}.pt")
     if all(p.is_file() for p in sources):
+        _check_sizes(sources)  # cheap, every run: a truncated file never reaches training
         cached = _read_cache(cache, _fingerprint(sources))
         if cached is not None:
             return cached
     x, y = _decode(spec, root_path, train, download, sources)
+    _check_checksums(root_path, sources)  # once per (re)build of the cache
     _write_cache(cache, x, y, _fingerprint(sources))
     return x, y
+
+
+def _check_sizes(sources: list[Path]) -> None:
+    for path in sources:
+        expected = KNOWN_SIZE.get(path.name)
+        if expected is not None and path.stat().st_size != expected:
+            raise DataError(f"{path} has {path.stat().st_size:,} bytes, expected {expected:,}: it is truncated or "
+                            "corrupted; delete it (with its .gz beside it, dlcli extracts it again; online, it is "
+                            "downloaded again) or replace it with an intact copy")
+
+
+def _check_checksums(root: Path, sources: list[Path]) -> None:
+    for path in sources:
+        key = path.relative_to(root).as_posix()
+        if key in KNOWN_MD5:
+            md5 = hashlib.md5()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    md5.update(block)
+            digest = md5.hexdigest()
+            if digest != KNOWN_MD5[key]:
+                raise DataError(f"{path} fails its checksum (md5 {digest}, expected {KNOWN_MD5[key]}): the file is "
+                                "corrupted; delete it so it is extracted or downloaded again, or replace it")
 
 
 def _fingerprint(sources: list[Path]) -> list[list[int]]:

@@ -54,7 +54,7 @@ class MLPSettings:
     init: str = "default"
 
     def __post_init__(self) -> None:
-        require(self.depth >= 0, "model.depth", self.depth, "an integer >= 0 (0 is softmax regression)")
+        require(0 <= self.depth <= 1000, "model.depth", self.depth, "an integer in [0, 1000] (0 is softmax regression)")
         if isinstance(self.width, list):
             require(
                 len(self.width) == self.depth,
@@ -63,9 +63,9 @@ class MLPSettings:
                 f"a list needs one width per hidden layer ({self.depth}, model.depth), or give one int",
             )
             for w in self.width:
-                require(w > 0, "model.width", self.width, "every width must be an integer > 0")
+                require(0 < w <= 65536, "model.width", self.width, "every width must be an integer in [1, 65536]")
         else:
-            require(self.width > 0, "model.width", self.width, "an integer > 0, or a list of them")
+            require(0 < self.width <= 65536, "model.width", self.width, "an integer in [1, 65536], or a list of them")
         _choice("model.activation", self.activation, ACTIVATIONS)
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a probability in [0, 1)")
         _choice("model.init", self.init, INITS)
@@ -265,6 +265,8 @@ class TrainerSettings:
     compile: bool = False
     channels_last: bool = True
     diagnostics: bool = False
+    checkpoint_every_steps: int = 0
+    grad_clip: Union[float, None] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", str(self.precision))
@@ -283,6 +285,10 @@ class TrainerSettings:
                 "a fraction in (0, 1): best.pt is chosen on the validation split")
         _choice("trainer.monitor", self.monitor, MONITORS)
         require(self.log_every >= 1, "trainer.log_every", self.log_every, "an integer >= 1")
+        require(self.checkpoint_every_steps >= 0, "trainer.checkpoint_every_steps", self.checkpoint_every_steps,
+                "an integer >= 0 (0: only at the end of each epoch)")
+        require(self.grad_clip is None or self.grad_clip > 0, "trainer.grad_clip", self.grad_clip,
+                "null (off) or a maximum gradient norm > 0")
 
 
 MODELS = {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings}

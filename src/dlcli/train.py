@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
+from dlcli.errors import Interrupted
 from dlcli.settings import ImageDataSettings, Settings, load_settings
 
 log = logging.getLogger("dlcli")
@@ -83,7 +84,13 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
              f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
              f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), run dir {run_dir}")
 
-    progress = trainer.fit()
+    try:
+        progress = trainer.fit()
+    except Interrupted as stop:
+        again = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.resume=",
+                                                                                           "hydra.run.dir=")))
+        raise Interrupted(stop.signum, stop.epoch, stop.step,
+                          f"dlcli train {again} trainer.resume=auto hydra.run.dir={run_dir}".replace("  ", " ")) from None
 
     best_path = trainer.checkpoint_dir / "best.pt"
     load_weights(model, load_checkpoint(best_path), best_path)

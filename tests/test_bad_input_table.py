@@ -1,0 +1,158 @@
+"""Thirty-odd bad inputs, each: one line on stderr, a non-zero exit, no traceback, nothing changed.
+
+Plus checkpoints that must be refused: a crafted pickle (that must not run), a damaged file,
+another architecture, another number of classes, a newer format.
+"""
+
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FAST_TOY, assert_one_line_error
+
+CASES = [
+    # unknown groups, options and keys
+    (["train", "model=resnet"], "choose one of: alexnet, lenet, mlp"),
+    (["train", "data=imagenet"], "choose one of: cifar10, fashion_mnist, mnist, toy"),
+    (["train", "optimizer=lamb"], "Could not find 'optimizer/lamb'"),
+    (["train", "scheduler=warmup"], "Could not find 'scheduler/warmup'"),
+    (["train", "trainer.epoks=3"], "Key 'epoks' is not in struct"),
+    (["train", "model.heads=4"], "Key 'heads' is not in struct"),
+    (["train", "optimizer.lr=[1,"], "no viable alternative"),
+    (["fit"], "unknown command 'fit'"),
+    # wrong types
+    (["train", "optimizer.lr=fast"], "optimizer.lr='fast' is invalid: expected a finite number"),
+    (["train", "trainer.epochs=2.5"], "trainer.epochs=2.5 is invalid: expected an integer"),
+    (["train", "trainer.batch_size=true"], "trainer.batch_size=True is invalid"),
+    (["train", "model.width=[a,b]"], "model.width=['a', 'b'] is invalid"),
+    (["train", "model.batch_norm=maybe"], "model.batch_norm='maybe' is invalid"),
+    # out of range
+    (["train", "optimizer.lr=-1"], "optimizer.lr=-1 is invalid: a number > 0"),
+    (["train", "optimizer.lr=0"], "optimizer.lr=0 is invalid"),
+    (["train", "trainer.epochs=0"], "trainer.epochs=0 is invalid"),
+    (["train", "model.depth=-1"], "model.depth=-1 is invalid"),
+    (["train", "model.dropout=1"], "model.dropout=1 is invalid"),
+    (["train", "regularization=l2", "regularization.strength=-1"], "regularization.strength=-1 is invalid"),
+    (["train", "trainer.val_fraction=0"], "trainer.val_fraction=0 is invalid"),
+    (["train", "trainer.precision=8"], "trainer.precision='8' is invalid"),
+    (["train", "trainer.monitor=test_acc"], "trainer.monitor='test_acc' is invalid"),
+    (["train", "data.name=swirl"], "data.name='swirl' is invalid"),
+    # empty and huge values
+    (["train", "optimizer.lr="], "optimizer.lr='' is invalid"),
+    (["train", "model.activation="], "model.activation='' is invalid"),
+    (["train", "trainer.epochs=1000000000"], "trainer.epochs=1000000000 is invalid"),
+    (["train", "model.width=100000000"], "model.width=100000000 is invalid"),
+    (["train", "trainer.batch_size=99999999999"], "trainer.batch_size=99999999999 is invalid"),
+    # paths that do not exist or cannot be written
+    (["train", "data=mnist", "data.root=/nonexistent/data", "data.download=false"], "/nonexistent/data/MNIST/raw"),
+    (["train", "trainer.resume=/nonexistent/last.pt"], "/nonexistent/last.pt does not exist"),
+    (["eval", "checkpoint=/nonexistent/best.pt"], "/nonexistent/best.pt does not exist"),
+    (["eval", "checkpoint=outputs"], "is a folder"),
+    (["report", "/nonexistent/sweep"], "is not a folder"),
+    (["train", "hydra.run.dir=/proc/nope/run"], "choose a writable folder"),
+    # conflicting options
+    (["train", "model=lenet"], "a CNN needs image data"),
+    (["train", "optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"], "Nesterov needs"),
+    (["train", "model.depth=3", "model.width=[64,32]"], "a list needs one width per hidden layer"),
+    (["train", "-m", "optimizer.lr=0.1", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
+    (["eval", "checkpoint=x.pt", "split=train"], "split='train' is invalid: test or val"),
+]
+if not torch.cuda.is_available():
+    CASES.append((["train", "trainer.device=cuda"], "no CUDA GPU is visible"))
+
+
+def snapshot(folder):
+    return {p: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A folder with an earlier run in it that no failing command may touch."""
+    old = tmp_path / "outputs" / "earlier"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "summary.json").write_text('{"test_acc": 0.5}\n')
+    (old / "checkpoints" / "last.pt").write_bytes(b"an earlier checkpoint")
+    return tmp_path
+
+
+def test_there_are_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("args,needle", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(dlcli, workdir, args, needle):
+    before = snapshot(workdir)
+    assert_one_line_error(dlcli(*args, cwd=workdir), needle)
+    assert snapshot(workdir) == before
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_there(dlcli, workdir, cache_dir):
+    """RLIMIT_FSIZE makes every write past 200 kB fail as a full disk would (Python ignores SIGXFSZ)."""
+    before = snapshot(workdir)
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    env.pop("DLCLI_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "model.width=512"], cwd=workdir,
+                          env=env, capture_output=True, text=True, preexec_fn=small_disk, timeout=300)
+    assert_one_line_error(proc, "could not write", "best.pt", "File too large")
+    after = snapshot(workdir)
+    assert {p: h for p, h in after.items() if p in before} == before
+    assert not [p for p in after if p.name.endswith(".tmp")]  # no half-written files left behind
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(dlcli, tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": 1, "dlcli_version": "0.1.0", "config": {}, "epoch": 1, "model": Payload(marker)}, bad)
+    proc = dlcli("eval", f"checkpoint={bad}")
+    assert_one_line_error(proc, "was refused", "could run code")
+    assert not marker.exists()
+    proc = dlcli("train", *FAST_TOY, f"trainer.resume={bad}")
+    assert_one_line_error(proc, "was refused")
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory, cache_dir):
+    where = tmp_path_factory.mktemp("ckpt")
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where,
+                   env=env, check=True, capture_output=True)
+    return where / "run" / "checkpoints" / "last.pt"
+
+
+def test_a_truncated_checkpoint_is_one_line(dlcli, tmp_path, toy_checkpoint):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(toy_checkpoint.read_bytes()[:5000])
+    assert_one_line_error(dlcli("eval", f"checkpoint={cut}"), "is damaged or not a checkpoint")
+
+
+def test_a_checkpoint_of_another_architecture_or_class_count_is_one_line(dlcli, toy_checkpoint):
+    proc = dlcli("train", *FAST_TOY, "model.width=16", f"trainer.resume={toy_checkpoint}")
+    assert_one_line_error(proc, "does not fit this model", "size mismatch")
+    proc = dlcli("train", *FAST_TOY, "data.name=moons", f"trainer.resume={toy_checkpoint}")
+    assert_one_line_error(proc, "does not fit this model")
+
+
+def test_a_checkpoint_from_a_newer_dlcli_is_one_line(dlcli, tmp_path, toy_checkpoint):
+    state = torch.load(toy_checkpoint, weights_only=True)
+    state["format"], state["dlcli_version"] = 99, "9.0.0"
+    newer = tmp_path / "newer.pt"
+    torch.save(state, newer)
+    assert_one_line_error(dlcli("eval", f"checkpoint={newer}"), "written by dlcli 9.0.0", "upgrade dlcli")
