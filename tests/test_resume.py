@@ -65,3 +65,27 @@ def test_grad_clip_limits_the_update(dlcli, tmp_path):
                  "optimizer.nesterov=false", "trainer.grad_clip=0.01", "hydra.run.dir=run")
     assert proc.returncode == 0, proc.stderr  # lr=10 would blow up without clipping
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
+
+
+def test_sigkill_in_the_middle_of_a_checkpoint_write_leaves_the_old_file(tmp_path):
+    """A process killed halfway through writing last.pt: the previous last.pt still loads, unchanged."""
+    import torch
+
+    from dlcli.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}, "epoch": 1})
+    before = path.read_bytes()
+    child = f"""
+import os, signal, torch
+from dlcli.files import write_atomic
+def half_then_die(f):
+    f.write(b"PK" + b"x" * 5000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+write_atomic({str(path)!r}, half_then_die, binary=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["epoch"] == 1
