@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from dlcli.cli import one_line
+from dlcli.cli import hydra_message
 from dlcli.data import data_shape
 from dlcli.errors import DlcliError
 from dlcli.losses import build_loss
@@ -79,4 +79,4 @@ def test_no_override_ever_escapes_as_a_traceback(pairs):
     except DlcliError as exc:
         assert "\n" not in str(exc)
     except (HydraException, OmegaConfBaseException) as exc:
-        assert "\n" not in one_line(exc)  # what the CLI prints for it
+        assert "\n" not in hydra_message(exc)  # what the CLI prints for it

@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DLCLI_DEBUG") or not isinstance(exc, (HydraException, OmegaConfBaseException,
                                                                    ValueError, OSError)):
             raise
-        print(f"dlcli: error: {one_line(exc)}", file=sys.stderr)
+        print(f"dlcli: error: {hydra_message(exc)}", file=sys.stderr)
         return 2
     return 0
 
 
-def one_line(exc: BaseException) -> str:
+def hydra_message(exc: BaseException) -> str:
     """Hydra's multi-line messages (and the OmegaConf error behind them) joined into one line."""
     from hydra.errors import MissingConfigException
 
