@@ -7,9 +7,10 @@
 
 For each model, on its dataset's shape (MNIST for mlp and lenet, CIFAR-10 for alexnet), one
 process times, with the same model, batch, optimizer (SGD, momentum 0.9) and threads:
-  dlcli   - dlcli's own training loop (Trainer.train_epoch on device-resident uint8 data);
+  dlcli   - dlcli's own training loop (Trainer.train_epoch on device-resident uint8 data, dlcli's SGD);
   recipe  - torchvision dataset + ToTensor/Normalize + DataLoader, the usual tutorial loop;
   floor   - one resident batch, forward + backward + step only: what the model itself costs.
+recipe and floor step with torch.optim.SGD (fused on CUDA), the reference dlcli's own SGD is held to.
 Rounds alternate between the three so that machine noise hits them alike; the median counts.
 Real MNIST is used when found (data.root / DLCLI_DATA / ../shared/data), synthetic data of the
 same shape otherwise (always for CIFAR-10 here).
@@ -35,10 +36,10 @@ from dlcli.data import DataBundle, Split  # noqa: E402
 from dlcli.images import IMAGE_SETS, load_images  # noqa: E402
 from dlcli.losses import CrossEntropy  # noqa: E402
 from dlcli.models import build_model  # noqa: E402
-from dlcli.optim import Schedule  # noqa: E402
+from dlcli.optim import build_optimizer, build_schedule  # noqa: E402
 from dlcli.regularization import Penalty  # noqa: E402
 from dlcli.settings import (AlexNetSettings, LeNetSettings, MLPSettings, RegularizationSettings,  # noqa: E402
-                            TrainerSettings)
+                            SchedulerSettings, SGDSettings, TrainerSettings)
 from dlcli.trainer import Trainer, evaluate  # noqa: E402
 
 MODELS = {
@@ -95,13 +96,15 @@ class Contenders:
         self.model = build_model(settings, self.data.input_shape, 10).to(device)
         if channels_last and device.type == "cuda" and len(self.data.input_shape) == 3:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.optimizer = build_optimizer(SGDSettings("sgd", lr=0.01, momentum=0.9), self.model)
+        self.reference = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
+                                         fused=device.type == "cuda" or None)
         self.loss_fn = CrossEntropy()
         self.precision = precision
         self.trainer = Trainer(
             model=self.model, data=self.data, loss_fn=self.loss_fn,
             penalty=Penalty(RegularizationSettings("none"), []), optimizer=self.optimizer,
-            schedule=Schedule(None, per_step=False),
+            schedule=build_schedule(SchedulerSettings("none"), self.optimizer, 1, steps),
             settings=TrainerSettings(batch_size=batch, progress=False, log_every=50, precision=precision,
                                      channels_last=channels_last),
             run_dir=Path(tempfile.mkdtemp()), config={},
@@ -124,9 +127,9 @@ class Contenders:
         for _ in range(self.steps):
             with self.trainer.autocast():
                 loss = self.loss_fn(self.model(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
+            self.reference.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            self.reference.step()
         sync(self.device)
         return self.batch * self.steps / (time.perf_counter() - start)
 
@@ -147,9 +150,9 @@ class Contenders:
         for x, y in loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             loss = self.loss_fn(self.model(x), y)
-            self.optimizer.zero_grad()
+            self.reference.zero_grad()
             loss.backward()
-            self.optimizer.step()
+            self.reference.step()
         sync(self.device)
         return len(self.cpu_y) / (time.perf_counter() - start)
 

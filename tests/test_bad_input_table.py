@@ -156,3 +156,22 @@ def test_a_checkpoint_from_a_newer_dlcli_is_one_line(dlcli, tmp_path, toy_checkp
     newer = tmp_path / "newer.pt"
     torch.save(state, newer)
     assert_one_line_error(dlcli("eval", f"checkpoint={newer}"), "written by dlcli 9.0.0", "upgrade dlcli")
+
+
+def test_a_format_1_checkpoint_evaluates_but_does_not_resume(dlcli, tmp_path, toy_checkpoint):
+    """Format 1 held torch.optim's state: its weights still evaluate, its optimizer cannot go on."""
+    state = torch.load(toy_checkpoint, weights_only=True)
+    state["format"], state["optimizer"] = 1, {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert dlcli("eval", f"checkpoint={old}").returncode == 0
+    before = old.read_bytes()
+    assert_one_line_error(dlcli("train", *FAST_TOY, f"trainer.resume={old}"), "in format 1", "cannot resume")
+    assert old.read_bytes() == before
+
+
+def test_resuming_with_another_optimizer_or_schedule_is_one_line(dlcli, toy_checkpoint):
+    proc = dlcli("train", *FAST_TOY, "optimizer=sgd", f"trainer.resume={toy_checkpoint}")
+    assert_one_line_error(proc, "optimizer state is for AdamW, not this run's SGD")
+    proc = dlcli("train", *FAST_TOY, "scheduler=step", f"trainer.resume={toy_checkpoint}")
+    assert_one_line_error(proc, "lr schedule is cosine, not this run's step")

@@ -125,16 +125,18 @@ def parallel_jobs() -> int:
 
 
 def process_age() -> float | None:
-    """Seconds since this process started (Linux), so start-up cost includes imports."""
-    import time
+    """Seconds since this process started (Linux), so start-up cost includes imports.
 
+    Both numbers count from boot in clock ticks; /proc/stat's btime would add up to a second of
+    error, being rounded to whole seconds.
+    """
     try:
         with open("/proc/self/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
-        return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return None
 
 

@@ -16,7 +16,8 @@ from dlcli import __version__
 from dlcli.errors import CheckpointError
 from dlcli.files import write_atomic
 
-FORMAT = 1  # bumped when the layout changes; a checkpoint of a newer format is refused
+FORMAT = 2  # bumped when the layout changes; a checkpoint of a newer format is refused
+RESUMABLE = 2  # the oldest format whose optimizer state this dlcli can resume (1 held torch.optim's)
 REQUIRED = ("format", "dlcli_version", "config", "model", "epoch")
 
 
@@ -54,6 +55,13 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
                               f"{state['format']}, newer than this dlcli {__version__} reads ({FORMAT}); upgrade dlcli")
     return state
+
+
+def check_resumable(state: dict, path: str | Path) -> None:
+    if state["format"] < RESUMABLE:
+        raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+                              f"{state['format']}, whose optimizer state this dlcli {__version__} cannot resume; "
+                              "evaluate it with dlcli eval, or start a new run")
 
 
 def load_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:

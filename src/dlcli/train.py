@@ -38,7 +38,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     import torch
 
     from dlcli.app import peak_rss_mb, resolve_device, set_threads, versions
-    from dlcli.checkpoint import load_checkpoint, load_weights
+    from dlcli.checkpoint import check_resumable, load_checkpoint, load_weights
     from dlcli.data import batches_per_epoch, load_data
     from dlcli.files import write_json
     from dlcli.losses import build_loss
@@ -51,6 +51,8 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     threads = set_threads(t.threads)
     device = resolve_device(t.device)
     resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
+    if resume_state is not None:
+        check_resumable(resume_state, resume_path)
     random.seed(t.seed)
     np.random.seed(t.seed % 2**32)
     torch.manual_seed(t.seed)

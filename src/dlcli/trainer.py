@@ -22,7 +22,7 @@ from dlcli.diagnostics import GradientFlow
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
 from dlcli.errors import DivergedError, Interrupted
 from dlcli.files import write_metrics
-from dlcli.optim import Schedule
+from dlcli.optim import Optimizer, Schedule
 from dlcli.regularization import Penalty
 from dlcli.settings import TrainerSettings
 
@@ -52,7 +52,7 @@ class Trainer:
     data: DataBundle
     loss_fn: nn.Module
     penalty: Penalty
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     schedule: Schedule
     settings: TrainerSettings
     run_dir: Path
