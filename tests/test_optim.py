@@ -162,3 +162,29 @@ def test_cosine_reaches_min_lr_at_the_last_step():
         sched.after_step()
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[0] == 0.2 and math.isclose(lrs[5], 0.101) and math.isclose(lrs[-1], 0.002)
+
+
+def test_the_fp16_loss_scaler_drives_dlclis_optimizer():
+    """GradScaler (fp16 on CUDA) unscales through param_groups and skips steps whose gradients overflowed."""
+    model = net()
+    opt = SGD(groups(model, 0.0), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # the same logic as on CUDA, runnable here
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    opt.zero_grad()
+    scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+    scaler.unscale_(opt)
+    unscaled = model[0].weight.grad.clone()
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(unscaled, model[0].weight.grad)  # divided by the scale again
+    scaler.step(opt)
+    scaler.update()
+    assert opt.steps == 1
+    opt.zero_grad()
+    scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+    model[0].weight.grad[0, 0] = float("inf")
+    before = model[0].weight.detach().clone()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.equal(before, model[0].weight) and opt.steps == 1  # skipped, not counted
+    assert scaler.get_scale() == 512.0
