@@ -135,7 +135,7 @@ def process_age() -> float | None:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+        return round(max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK")), 3)
     except (OSError, ValueError, IndexError):
         return None
 
