@@ -31,7 +31,7 @@ def net() -> nn.Module:
 
 
 def groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weights decayed, biases not: the split build_optimizer makes."""
+    """Weights decayed, biases not (for this all-Linear net, the split build_optimizer makes)."""
     weights = [m.weight for m in model if isinstance(m, nn.Linear)]
     biases = [m.bias for m in model if isinstance(m, nn.Linear)]
     return [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}]
@@ -107,7 +107,9 @@ SCHEDULES = [
     ("cosine", SchedulerSettings("cosine", min_lr=0.001),
      lambda o, total: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total, eta_min=0.001)),
     ("onecycle", SchedulerSettings("onecycle", pct_start=0.3),
-     lambda o, total: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.05, 0.05], total_steps=total, pct_start=0.3)),
+     lambda o, total: torch.optim.lr_scheduler.OneCycleLR(
+         o, max_lr=[g["lr"] for g in o.param_groups], total_steps=total, pct_start=0.3,
+         cycle_momentum="betas" in o.defaults or o.defaults.get("momentum", 0) > 0)),
 ]
 
 
@@ -124,13 +126,92 @@ def test_per_step_schedules_match_torch(name, settings, theirs, opt_name):
         g["lr"] = 0.05
     ours = build_schedule(settings, a, epochs=4, steps_per_epoch=5)
     ref = theirs(b, total)
-    for _ in range(total - 1):
+    for _ in range(total):
         for key in ("lr", "momentum", "betas"):
             if key in b.param_groups[0]:
                 assert a.param_groups[0][key] == pytest.approx(b.param_groups[0][key], rel=1e-9), key
         b.step()
         ref.step()
         ours.after_step()
+
+
+SCHEDULED = ["sgd nesterov", "adam", "adamw", "rmsprop momentum", "adagrad"]
+
+
+@pytest.mark.parametrize("opt_name", SCHEDULED)
+@pytest.mark.parametrize("name,settings,theirs", SCHEDULES, ids=[s[0] for s in SCHEDULES])
+def test_scheduled_trajectories_match_torch(name, settings, theirs, opt_name):
+    """Parameters, step for step, under a per-step schedule: the lr and momentum reach the update."""
+    ours_opt, theirs_opt = {c[0]: c[1:] for c in CASES}[opt_name]
+    total = 15
+    mine = trajectory(ours_opt, 0.1, steps=total,
+                      schedule=lambda o: build_schedule(settings, o, epochs=3, steps_per_epoch=5).after_step)
+
+    expected = trajectory(theirs_opt, 0.1, steps=total, schedule=lambda o: theirs(o, total).step)
+    for a, b in zip(mine, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_mid_schedule_through_a_saved_file_continues_exactly(tmp_path):
+    """Save optimizer and one-cycle state to disk after 6 of 12 steps, load both fresh, finish: same weights."""
+    settings = SchedulerSettings("onecycle", pct_start=0.3)
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(2))
+
+    def run(model, opt, sched, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            sched.after_step()
+
+    straight = net()
+    opt = AdamW(groups(straight, 0.1), lr=0.01)
+    run(straight, opt, build_schedule(settings, opt, epochs=2, steps_per_epoch=6), 12)
+
+    first = net()
+    opt = AdamW(groups(first, 0.1), lr=0.01)
+    sched = build_schedule(settings, opt, epochs=2, steps_per_epoch=6)
+    run(first, opt, sched, 6)
+    torch.save({"model": first.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+               tmp_path / "c.pt")
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    second = net()
+    second.load_state_dict(saved["model"])
+    opt = AdamW(groups(second, 0.1), lr=0.5)  # another lr in the config: the checkpoint's run goes on
+    sched = build_schedule(settings, opt, epochs=9, steps_per_epoch=6)
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    run(second, opt, sched, 6)
+    for a, b in zip(straight.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_plateau_stops_reducing_below_torchs_1e_8_step():
+    a, b = SGD(groups(net(), 0.0), lr=1e-6), torch.optim.SGD(groups(net(), 0.0), lr=1e-6)
+    ours = build_schedule(SchedulerSettings("plateau", factor=0.1, patience=0), a, epochs=6, steps_per_epoch=1)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(b, factor=0.1, patience=0)
+    for _ in range(6):
+        ours.after_epoch(1.0)
+        ref.step(1.0)
+        assert [g["lr"] for g in a.param_groups] == pytest.approx([g["lr"] for g in b.param_groups], rel=1e-9)
+    assert a.param_groups[0]["lr"] == pytest.approx(1e-8)
+
+
+def test_cosine_min_lr_is_absolute_for_every_group():
+    model = net()
+    weights, biases = groups(model, 0.0)
+    opt = SGD([{**weights, "lr": 0.1}, {**biases, "lr": 0.01}], lr=0.1)
+    sched = build_schedule(SchedulerSettings("cosine", min_lr=0.001), opt, epochs=1, steps_per_epoch=4)
+    for _ in range(4):
+        sched.after_step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.001, 0.001])
+
+
+def test_state_with_other_shapes_is_refused():
+    model = net()
+    with pytest.raises(CheckpointError, match="SGD state does not fit this run"):
+        SGD(groups(model, 0.0), lr=0.1).load_state_dict(SGD(groups(model, 0.0), lr=0.1, momentum=0.9).state_dict())
 
 
 def test_step_and_plateau_schedules_match_torch():

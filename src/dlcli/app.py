@@ -127,7 +127,7 @@ def parallel_jobs() -> int:
 def process_age() -> float | None:
     """Seconds since this process started (Linux), so start-up cost includes imports.
 
-    Both numbers count from boot in clock ticks; /proc/stat's btime would add up to a second of
+    Both numbers count from boot in 10 ms ticks; /proc/stat's btime would add up to a second of
     error, being rounded to whole seconds.
     """
     try:
@@ -135,9 +135,10 @@ def process_age() -> float | None:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
-        return round(max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK")), 3)
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+    return round(age, 2) if age >= 0 else None  # negative: the two clocks disagree (some containers)
 
 
 def peak_rss_mb() -> float:

@@ -5,13 +5,15 @@ They are written here instead of taken from torch.optim for two measured reasons
   a third of a run's start-up and most of what separates it from the memory budget;
 - every update below is tensor arithmetic only. The numbers that change from step to step
   (learning rate, bias corrections, cycled momentum) are computed on the host in `prepare`
-  and written into 0-dim tensors on the parameters' device, which `update` reads, so a CUDA
-  graph can capture `update` once and replay it with new numbers every step.
+  and written into 0-dim tensors on the parameters' device, which `update` reads. A CUDA graph
+  can then record `update` once and replay it with new numbers every step (given gradient
+  buffers that stay in place, i.e. zero_grad(set_to_none=False), and one eager step first).
 
 The formulas are torch.optim's (tests/test_optim.py compares trajectories); the weight decay of
 the optimizer, like the regularization penalty, applies to weights only (see build_optimizer).
 """
 
+import logging
 import math
 
 import torch
@@ -19,6 +21,8 @@ from torch import nn
 
 from dlcli.errors import CheckpointError
 from dlcli.regularization import penalized_weights
+
+log = logging.getLogger("dlcli")
 
 
 class Optimizer:
@@ -29,7 +33,9 @@ class Optimizer:
     def __init__(self, groups: list[dict], **defaults):
         self.defaults = defaults
         self.param_groups = [{**defaults, **g, "params": list(g["params"])} for g in groups]
-        self.steps = 0  # updates taken so far
+        # updates taken so far, for every parameter alike (torch counts per parameter, skipping steps
+        # where its gradient is None; in dlcli's models every parameter gets a gradient every step)
+        self.steps = 0
         # buffers start at zero: the first update then equals torch's special first step exactly
         self.state = [[{k: torch.zeros_like(p, memory_format=torch.preserve_format) for k in self.state_names}
                        for p in g["params"]] for g in self.param_groups]
@@ -77,16 +83,18 @@ class Optimizer:
             "name": type(self).__name__,
             "steps": self.steps,
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups],
-            "state": [[{k: v.clone() for k, v in st.items()} for st in states] for states in self.state],
+            "state": self.state,  # not copied: a checkpoint serializes it at once
         }
 
     def load_state_dict(self, saved: dict) -> None:
-        mine = self.state_dict()
-        shapes = [[{k: tuple(v.shape) for k, v in st.items()} for st in states] for states in saved["state"]]
-        if saved.get("name") != mine["name"] or shapes != [[{k: tuple(v.shape) for k, v in st.items()}
-                                                             for st in states] for states in mine["state"]]:
+        """Continue from `saved`: its buffers, step count and hyperparameters (the checkpoint's run wins)."""
+        name = type(self).__name__
+        if saved.get("name") != name:
             raise CheckpointError(f"the checkpoint's optimizer state is for {saved.get('name')}, not this run's "
-                                  f"{mine['name']} on this model; resume with the optimizer it was trained with")
+                                  f"{name}; resume with the optimizer it was trained with")
+        if _shapes(saved["state"]) != _shapes(self.state):
+            raise CheckpointError(f"the checkpoint's {name} state does not fit this run (other parameter shapes, "
+                                  "or momentum switched on or off); resume with the settings it was trained with")
         self.steps = saved["steps"]
         for group, hyper in zip(self.param_groups, saved["param_groups"]):
             group.update(hyper)
@@ -94,6 +102,10 @@ class Optimizer:
             for state, saved_state in zip(states, saved_states):
                 for k, v in saved_state.items():
                     state[k].copy_(v)  # in place: a captured CUDA graph keeps pointing at these buffers
+
+
+def _shapes(state: list[list[dict]]) -> list[list[dict]]:
+    return [[{k: tuple(v.shape) for k, v in st.items()} for st in states] for states in state]
 
 
 def _decayed(p, g, group: dict):
@@ -224,7 +236,7 @@ class Schedule:
 
     cosine, onecycle: after every batch; step, plateau: after every epoch; none: never.
     The formulas are those of torch.optim.lr_scheduler's CosineAnnealingLR, OneCycleLR, StepLR and
-    ReduceLROnPlateau (mode min, relative threshold 1e-4) in closed form.
+    ReduceLROnPlateau (mode min, relative threshold 1e-4, no reduction smaller than 1e-8) in closed form.
     """
 
     def __init__(self, settings, optimizer: Optimizer, total_steps: int):
@@ -234,9 +246,10 @@ class Schedule:
         # one-cycle momentum: only for optimizers that have one (Adam's beta1, SGD/RMSprop momentum > 0)
         self.cycle_momentum = settings.name == "onecycle" and (
             "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0)
-        self.steps = self.epochs = self.bad_epochs = 0
-        self.best = math.inf
-        self.scale = 1.0  # plateau: product of the reductions so far
+        # counted here, not taken from the optimizer: fp16's loss scaler skips optimizer steps, never these
+        self.steps = self.epochs = 0
+        self.best, self.bad_epochs = math.inf, 0  # plateau: best val loss so far, epochs without improving
+        self.scales = [1.0 for _ in self.base_lr]  # plateau: product of each group's reductions
         self.apply()
 
     def after_step(self) -> None:
@@ -252,56 +265,67 @@ class Schedule:
             else:
                 self.bad_epochs += 1
             if self.bad_epochs > self.s.patience:
-                self.scale, self.bad_epochs = self.scale * self.s.factor, 0
+                for i, base in enumerate(self.base_lr):
+                    lr = base * self.scales[i]
+                    if lr - lr * self.s.factor > 1e-8:
+                        self.scales[i] *= self.s.factor
+                self.bad_epochs = 0
         self.apply()
 
     def apply(self) -> None:
-        factor, momentum = self.now()
-        for group, base in zip(self.optimizer.param_groups, self.base_lr):
-            group["lr"] = base * factor
-            if momentum is not None and "betas" in group:
-                group["betas"] = (momentum, group["betas"][1])
-            elif momentum is not None:
-                group["momentum"] = momentum
+        cycle = self._one_cycle(self.steps) if self.s.name == "onecycle" else None
+        for i, (group, base) in enumerate(zip(self.optimizer.param_groups, self.base_lr)):
+            group["lr"] = self.lr(i, base, cycle)
+            if cycle and self.cycle_momentum:
+                momentum = cycle[1]
+                if "betas" in group:
+                    group["betas"] = (momentum, group["betas"][1])
+                else:
+                    group["momentum"] = momentum
 
-    def now(self) -> tuple[float, float | None]:
-        """(multiple of the configured lr, momentum or None) for the next step."""
-        s, k = self.s, self.steps
+    def lr(self, i: int, base: float, cycle: tuple[float, float] | None) -> float:
+        """Group i's lr for the next step, given its configured lr `base`."""
+        s = self.s
         if s.name == "step":
-            return s.gamma ** (self.epochs // s.step_size), None
+            return base * s.gamma ** (self.epochs // s.step_size)
         if s.name == "plateau":
-            return self.scale, None
+            return base * self.scales[i]
         if s.name == "cosine":
-            base = self.base_lr[0]
-            return (s.min_lr + (base - s.min_lr) * (1 + math.cos(math.pi * k / self.total)) / 2) / base, None
+            return s.min_lr + (base - s.min_lr) * (1 + math.cos(math.pi * self.steps / self.total)) / 2
         if s.name == "onecycle":
-            return self._one_cycle(k)
-        return 1.0, None
+            return base * cycle[0]
+        return base
 
-    def _one_cycle(self, k: int) -> tuple[float, float | None]:
-        """Cosine warm-up from lr/25 to lr over pct_start of the steps, then cosine down to lr/25/1e4;
-        momentum moves the other way, 0.95 -> 0.85 -> 0.95."""
+    def _one_cycle(self, k: int) -> tuple[float, float]:
+        """(multiple of the configured lr, momentum) at step k: cosine warm-up from lr/25 to lr over
+        pct_start of the steps, then cosine down to lr/25/1e4; momentum moves the other way,
+        0.95 -> 0.85 -> 0.95."""
         start, peak, end = 1 / 25, 1.0, 1 / 25 / 1e4
         warm_end = self.s.pct_start * self.total - 1
+        # a phase of zero length (torch raises ZeroDivisionError there) counts as finished
         if k <= warm_end:
             pct, (lr0, lr1), (m0, m1) = k / warm_end if warm_end > 0 else 1.0, (start, peak), (0.95, 0.85)
         else:
             span = (self.total - 1) - warm_end
             pct, (lr0, lr1), (m0, m1) = (k - warm_end) / span if span > 0 else 1.0, (peak, end), (0.85, 0.95)
         cos = (math.cos(math.pi * pct) + 1) / 2
-        momentum = m1 + (m0 - m1) * cos if self.cycle_momentum else None
-        return lr1 + (lr0 - lr1) * cos, momentum
+        return lr1 + (lr0 - lr1) * cos, m1 + (m0 - m1) * cos
 
     def state_dict(self) -> dict:
-        return {"name": self.s.name, "steps": self.steps, "epochs": self.epochs, "best": self.best,
-                "bad_epochs": self.bad_epochs, "scale": self.scale}
+        return {"name": self.s.name, "base_lr": self.base_lr, "total": self.total, "steps": self.steps,
+                "epochs": self.epochs, "best": self.best, "bad_epochs": self.bad_epochs, "scales": self.scales}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue the checkpoint's schedule: its lr and its length in steps, whatever the config says now."""
         if state.get("name") != self.s.name:
             raise CheckpointError(f"the checkpoint's lr schedule is {state.get('name')}, not this run's "
                                   f"{self.s.name}; resume with the scheduler it was trained with")
+        if state["base_lr"] != self.base_lr or (self.per_step and state["total"] != self.total):
+            log.info(f"resuming the checkpoint's {self.s.name} schedule (lr {state['base_lr'][0]:g} over "
+                     f"{state['total']} steps), not this config's (lr {self.base_lr[0]:g} over {self.total} steps)")
+        self.base_lr, self.total = list(state["base_lr"]), state["total"]
         self.steps, self.epochs, self.best = state["steps"], state["epochs"], state["best"]
-        self.bad_epochs, self.scale = state["bad_epochs"], state["scale"]
+        self.bad_epochs, self.scales = state["bad_epochs"], list(state["scales"])
         self.apply()
 
 

@@ -190,6 +190,7 @@ class Trainer:
             "model": getattr(self.model, "_orig_mod", self.model).state_dict(),  # without torch.compile's wrapper
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # fp16's loss scale
             "epoch": p.epoch,
             "step": p.step,
             "best_epoch": p.best_epoch,
@@ -202,6 +203,8 @@ class Trainer:
     def resume_from(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         restore_rng_states(state["rng"])
         self.progress = Progress(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
                                  best_value=state["best_value"], history=list(state["metrics"]),
