@@ -49,7 +49,6 @@ class Optimizer:
                 elif p.grad is not None:
                     p.grad.zero_()
 
-    @torch.no_grad()
     def step(self) -> None:
         self.prepare()
         self.update()
@@ -125,7 +124,7 @@ class SGD(Optimizer):
 
     def update_one(self, p, g, state, s, group):
         g = _decayed(p, g, group)
-        if self.state_names:
+        if "momentum_buffer" in state:
             buf = state["momentum_buffer"]
             buf.mul_(s["momentum"]).add_(g)
             g = torch.addcmul(g, buf, s["momentum"]) if group["nesterov"] else buf
@@ -154,11 +153,11 @@ class Adam(Optimizer):
         return scalars
 
     def update_one(self, p, g, state, s, group):
-        beta2, wd = group["betas"][1], group["weight_decay"]
-        if self.decoupled and wd:
+        beta2 = group["betas"][1]
+        if not self.decoupled:
+            g = _decayed(p, g, group)
+        elif group["weight_decay"]:
             p.mul_(s["decay"])
-        elif wd:
-            g = g.add(p, alpha=wd)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(g, s["one_minus_beta1"])
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
