@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
 
 from dlcli.data import DataBundle, Split  # noqa: E402
 from dlcli.images import IMAGE_SETS, load_images  # noqa: E402
