@@ -3,8 +3,11 @@
 It imports neither torch nor Hydra itself, so `dlcli --help` answers at once.
 """
 
+import difflib
 import importlib
 import os
+import re
+import shutil
 import sys
 
 from dlcli import __version__
@@ -41,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlcli {__version__}")
         return 0
     if args[0] not in COMMANDS:
+        near = difflib.get_close_matches(args[0], COMMANDS, n=1)
         print(f"dlcli: unknown command {args[0]!r}; the commands are: {', '.join(COMMANDS)} "
-              "(see dlcli --help)", file=sys.stderr)
+              + (f"(did you mean {near[0]}?)" if near else "(see dlcli --help)"), file=sys.stderr)
         return 2
+    if args[0] not in PLAIN and ({"-sc", "--shell-completion"} & set(args[1:])):
+        from dlcli.completion import shell_completion
+
+        return shell_completion(args[0], args[1:])
     module = importlib.import_module(COMMANDS[args[0]][0])
     if args[0] in PLAIN:
         return module.main(args[1:])
@@ -59,13 +67,69 @@ def main(argv: list[str] | None = None) -> int:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        # Hydra refusing the command line or the config, or the run folder it could not make
-        if os.environ.get("DLCLI_DEBUG") or not isinstance(exc, (HydraException, OmegaConfBaseException,
-                                                                   ValueError, OSError)):
+        from dlcli.errors import DlcliError
+
+        if os.environ.get("DLCLI_DEBUG"):
             raise
-        print(f"dlcli: error: {hydra_message(exc)}", file=sys.stderr)
+        if _is_missing_slurm(exc):
+            print("dlcli: error: SLURM is not available here (no srun command); use hydra/launcher=submitit_local "
+                  "to try the same submitit path on this machine, or submit from a SLURM login node", file=sys.stderr)
+            return 2
+        # Hydra refusing the command line or the config, or the run folder it could not make
+        if not isinstance(exc, (HydraException, OmegaConfBaseException, ValueError, OSError, DlcliError)):
+            raise
+        print(f"dlcli: error: {unknown_key_message(exc, args[0], args[1:]) or hydra_message(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_missing_slurm(exc: BaseException) -> bool:
+    # submitit's SLURM executor refuses to start where there is no srun, deep inside Hydra's launcher
+    return isinstance(exc, RuntimeError) and "srun" in str(exc) and shutil.which("srun") is None
+
+
+def unknown_key_message(exc: BaseException, command: str, overrides: list[str]) -> str | None:
+    """dlcli's line for an override of a key or group that does not exist: the keys that do, and the
+    nearest one. Hydra's own advice ("use +key=value") would only lead to a second error."""
+    match = re.match(r"Could not override '([^']+)'", str(exc))
+    if match is None:
+        return None
+    key = match.group(1)
+    node = _compose_without(command, [o for o in overrides if not o.lstrip("+~").startswith(key + "=")])
+    if not isinstance(node, dict):
+        return None
+    path = []  # the longest part of the key that exists
+    for part in key.split(".")[:-1]:
+        if not isinstance(node.get(part), dict):
+            break
+        node, path = node[part], [*path, part]
+    name = key.split(".")[len(path)]
+    if command == "eval" and not path:  # eval takes a handful of nested keys: name them whole
+        allowed = [f"{k}.{sub}" if isinstance(v, dict) else k for k, v in node.items() if k != "hydra"
+                   for sub in (v if isinstance(v, dict) else [None])]
+        return (f"{key} is not used by dlcli eval (the model, data and training settings come from the "
+                f"checkpoint); it accepts: {', '.join(allowed)}")
+    allowed = [k for k in node if k not in ("hydra", "experiment", "hparams_search")]
+    near = difflib.get_close_matches(name, allowed, n=1)
+    prefix = "".join(p + "." for p in path)
+    hint = f"did you mean {prefix}{near[0]}? " if near else ""
+    if path:
+        return f"{key} is not a key of {prefix[:-1]}; {hint}the keys of this {path[0]} option are: {', '.join(allowed)}"
+    return f"{key} is not a config group or key; {hint}the groups and keys are: {', '.join(allowed)}"
+
+
+def _compose_without(command: str, overrides: list[str]) -> dict | None:
+    """The command's config composed from the other overrides (None when that fails as well)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    config_name = {"eval": "eval", "summary": "summary", "gradcheck": "gradcheck"}.get(command, "train")
+    keep = [o for o in overrides if "=" in o and not o.startswith(("-", "hydra.", "hydra/", "+hydra"))]
+    try:
+        with initialize_config_module("dlcli.configs", version_base="1.3"):
+            return OmegaConf.to_container(compose(config_name, overrides=keep))
+    except Exception:  # another bad override: the generic message will do
+        return None
 
 
 def hydra_message(exc: BaseException) -> str:

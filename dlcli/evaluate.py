@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import ConfigError
-from dlcli.settings import ImageDataSettings, load_settings, require
+from dlcli.settings import ImageDataSettings, existing_checkpoint, load_settings, require
 
 log = logging.getLogger("dlcli")
 
@@ -20,10 +20,20 @@ def main(cfg: DictConfig) -> dict:
     return run_guarded(evaluate_checkpoint, cfg)
 
 
+# what eval reads from its command line; everything else comes from the checkpoint
+ACCEPTED = ("checkpoint", "split", "data.root", "trainer.device", "trainer.eval_batch_size")
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
         raise ConfigError("checkpoint is required: dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt")
+    unused = [key for key in _leaf_keys(OmegaConf.to_container(cfg)) if key not in ACCEPTED]
+    if unused:  # e.g. +model=alexnet: evaluating the checkpoint's model anyway would mislead
+        key = unused[0] if unused[0].split(".")[0] in ("data", "trainer") else unused[0].split(".")[0]
+        raise ConfigError(f"{key} is not used by dlcli eval (the model, data and training settings come from "
+                          f"the checkpoint); it accepts: {', '.join(ACCEPTED)}")
     require(cfg.split in ("test", "val"), "split", cfg.split, "test or val")
+    path = existing_checkpoint(cfg.checkpoint, "checkpoint")  # before importing torch: a typo answers at once
 
     import torch
 
@@ -35,7 +45,6 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from dlcli.train import model_on_device
     from dlcli.trainer import autocast, evaluate
 
-    path = Path(cfg.checkpoint).expanduser()
     state = load_checkpoint(path)
     config = state["config"]
     if not isinstance(config, dict):
@@ -43,6 +52,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if cfg.data.root is not None:
         config["data"]["root"] = str(cfg.data.root)
     config["trainer"]["device"] = cfg.trainer.device
+    config["trainer"]["resume"] = None  # where training resumed from is history, not needed to evaluate
     if cfg.trainer.eval_batch_size is not None:
         config["trainer"]["eval_batch_size"] = cfg.trainer.eval_batch_size
     settings = load_settings(config)
@@ -82,6 +92,16 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     return report
 
 
+def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            keys += _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[Path]:
     """confusion_matrix.png; filters.png for image models; decision_boundary.png for 2-D points."""
     import torch
@@ -117,8 +137,10 @@ def print_report(report: dict) -> None:
 
     # a log file or pipe gets the full table rather than rich's 80-column default
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    head = Table(title=f"{report['model']} on {report['data']} ({report['split']}, {report['n']:,} samples, "
-                       f"epoch {report['epoch']})")
+    # the heading on a line of its own: as the title of this narrow table it would wrap
+    console.print(f"[bold]{report['model']} on {report['data']}[/bold] ({report['split']}, {report['n']:,} samples, "
+                  f"epoch {report['epoch']})")
+    head = Table()
     head.add_column("loss", justify="right")
     head.add_column("accuracy", justify="right")
     head.add_row(f"{report['loss']:.4f}", f"{report['acc']:.2%}")

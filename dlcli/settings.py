@@ -40,6 +40,18 @@ def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
     require(value in options, key, value, "choose one of " + ", ".join(options))
 
 
+def existing_checkpoint(path: str, key: str) -> "Path":
+    """The checkpoint file at `path`, or the one-line error a missing file or a folder deserves."""
+    from pathlib import Path
+
+    where = Path(path).expanduser()
+    if not where.is_file():
+        what = "is a folder" if where.is_dir() else "does not exist"
+        raise ConfigError(f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. "
+                          f"{key}=outputs/<run>/checkpoints/best.pt")
+    return where
+
+
 # --- one dataclass per config group option -------------------------------------------
 
 
@@ -289,6 +301,8 @@ class TrainerSettings:
                 "an integer >= 0 (0: only at the end of each epoch)")
         require(self.grad_clip is None or self.grad_clip > 0, "trainer.grad_clip", self.grad_clip,
                 "null (off) or a maximum gradient norm > 0")
+        if self.resume not in (None, "auto"):
+            existing_checkpoint(self.resume, "trainer.resume")
 
 
 MODELS = {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings}
@@ -320,6 +334,13 @@ def load_settings(cfg: Any) -> Settings:
         require(isinstance(raw.get(group), dict), group, raw.get(group), f"the config group '{group}' is missing")
     data_name = raw["data"].get("name")
     _choice("data.name", data_name, TOY_SETS + IMAGE_SETS)
+    toy_option = "n_samples" in raw["data"]  # which data= option was composed, whatever data.name says
+    if toy_option and data_name in IMAGE_SETS:
+        raise ConfigError(f"data.name={data_name} is invalid here: data.name picks a toy set ({', '.join(TOY_SETS)}); "
+                          f"choose a dataset with data={data_name}")
+    if not toy_option and data_name in TOY_SETS:
+        raise ConfigError(f"data.name={data_name} is invalid here: data.name of an image dataset is fixed; "
+                          f"choose toy data with data=toy data.name={data_name}")
     _choice("model.name", raw["model"].get("name"), tuple(MODELS))
     _choice("optimizer.name", raw["optimizer"].get("name"), tuple(OPTIMIZERS))
     return Settings(

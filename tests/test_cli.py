@@ -47,3 +47,30 @@ def test_config_dir_adds_a_users_own_option(dlcli, tmp_path):
     proc = dlcli("train", "--config-dir", str(tmp_path / "my_configs"), "model=tiny_mlp", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
     assert "width: 8" in proc.stdout and "activation: tanh" in proc.stdout
+
+
+def test_eval_help_lists_only_what_eval_uses(dlcli):
+    proc = dlcli("eval", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "checkpoint=PATH" in proc.stdout and "trainer.eval_batch_size" in proc.stdout
+    assert "optimizer" not in proc.stdout and "Configuration groups" not in proc.stdout
+
+
+def test_bash_completion_completes_commands_groups_options_and_keys(tmp_path):
+    """The script `dlcli train -sc install=bash` prints, driven the way bash drives it."""
+    script = tmp_path / "complete.sh"
+    script.write_text("""eval "$(dlcli train -sc install=bash)"
+complete_line() {
+  COMP_LINE="$1"; read -ra COMP_WORDS <<< "$1"
+  if [[ "$1" == *" " ]]; then COMP_WORDS+=(""); fi
+  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMP_POINT=${#1}
+  _dlcli_completion; echo "${COMPREPLY[*]}"
+}
+complete_line "dlcli tr"
+complete_line "dlcli train model="
+complete_line "dlcli train model=lenet optimizer.l"
+complete_line "dlcli eval sp"
+""")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["train", "model=alexnet model=lenet model=mlp", "optimizer.lr=", "split="]
