@@ -2,19 +2,26 @@
 
 The cache (`<name>-<split>.pt`) holds the decoded images as one uint8 tensor [N, C, H, W] and
 the labels, with the size and mtime of every source file it came from. A later run whose
-sources are unchanged reads the cache and never imports torchvision (3 s of start-up here).
+sources are unchanged reads the cache and never imports torchvision (seconds of start-up).
 """
+
+from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import socket
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from dlcli.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class ImageSet:
     test_files: tuple[str, ...]
     classes: tuple[str, ...]
     shape: tuple[int, int, int]
+    hosts: tuple[str, ...]  # where torchvision downloads from: probed first, so no network fails at once
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -44,18 +52,42 @@ KNOWN_SIZE = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 
               "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}
 
 IMAGE_SETS = {
-    "mnist": ImageSet("MNIST/raw", "MNIST", *_MNIST_FILES, tuple("0123456789"), (1, 28, 28)),
+    "mnist": ImageSet("MNIST/raw", "MNIST", *_MNIST_FILES, tuple("0123456789"), (1, 28, 28),
+                      ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")),
     "fashion_mnist": ImageSet(
         "FashionMNIST/raw", "FashionMNIST", *_MNIST_FILES,
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        (1, 28, 28),
+        (1, 28, 28), ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
     ),
     "cifar10": ImageSet(
         "cifar-10-batches-py", "CIFAR10", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        (3, 32, 32),
+        (3, 32, 32), ("www.cs.toronto.edu",),
     ),
 }
+
+
+def check_sources(name: str, root: str, download: bool) -> None:
+    """The files are there (and of the right size), or can be downloaded; else one line at once.
+
+    Needs no torch, so a wrong data.root is answered before the second it takes to import it.
+    """
+    spec = IMAGE_SETS[name]
+    root_path = Path(root).expanduser()
+    sources = [root_path / spec.folder / f for f in (*spec.train_files, *spec.test_files)]
+    missing = [p.name for p in sources if not p.is_file()]
+    where = root_path / spec.folder
+    if not missing:
+        _check_sizes(sources)
+    elif not download:
+        raise DataError(f"{spec.torchvision_class} files in {where} missing: {', '.join(missing)} "
+                        f"(data.download=false); {_HINT}")
+    elif unreachable := _unreachable(spec.hosts):
+        raise DataError(f"{spec.torchvision_class} files missing in {where} ({', '.join(missing)}) and they cannot "
+                        f"be downloaded: {unreachable}; {_HINT}")
+
+
+_HINT = "put the files there, or point data.root (or the DLCLI_DATA variable) at a folder that has them"
 
 
 def load_images(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,12 +97,12 @@ def load_images(name: str, root: str, train: bool, download: bool) -> tuple[torc
     sources = [root_path / spec.folder / f for f in (spec.train_files if train else spec.test_files)]
     split = "train" if train else "test"
     cache = _cache_file(root_path, f"{name}-{split}.pt")
+    check_sources(name, root, download)  # cheap, every run: a truncated file never reaches training
     if all(p.is_file() for p in sources):
-        _check_sizes(sources)  # cheap, every run: a truncated file never reaches training
         cached = _read_cache(cache, _fingerprint(sources))
         if cached is not None:
             return cached
-    x, y = _decode(spec, root_path, train, download, sources)
+    x, y = _decode(spec, root_path, train, sources)
     _check_checksums(root_path, sources)  # once per (re)build of the cache
     _write_cache(cache, x, y, _fingerprint(sources))
     return x, y
@@ -103,30 +135,19 @@ def _fingerprint(sources: list[Path]) -> list[list[int]]:
     return [[p.stat().st_size, p.stat().st_mtime_ns] for p in sources]
 
 
-def _decode(spec: ImageSet, root: Path, train: bool, download: bool, sources: list[Path]):
+def _decode(spec: ImageSet, root: Path, train: bool, sources: list[Path]):
+    where = root / spec.folder
+    missing = [p.name for p in sources if not p.is_file()]
+    if missing:  # check_sources found the download hosts reachable
+        _download(spec, root, missing)
+    import torch
     import torchvision  # imported only here: a cached dataset never pays for it
 
-    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
-    missing = [p.name for p in sources if not p.is_file()]
-    where = root / spec.folder
-    hint = "put the files there, or point data.root (or the DLCLI_DATA variable) at a folder that has them"
     try:
-        dataset = dataset_class(str(root), train=train, download=download and bool(missing))
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        if not missing:
-            state = f"failed torchvision's integrity check ({exc})"
-        elif download:
-            reason = " ".join(str(exc).split())  # torchvision lists every mirror it tried, one per line
-            state = f"missing: {', '.join(missing)}, and the download failed ({reason[:240]})"
-        else:
-            state = f"missing: {', '.join(missing)} (data.download=false)"
-        raise DataError(f"{spec.torchvision_class} files in {where} {state}; {hint}") from None
-    except OSError as exc:  # no network, or the root is not writable
-        raise DataError(f"{spec.torchvision_class} files missing in {where} ({', '.join(missing)}) and the "
-                        f"download failed ({type(exc).__name__}: {exc}); {hint}") from None
+        dataset = getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=train, download=False)
     except Exception as exc:  # torchvision's readers on damaged files
         raise DataError(f"{spec.torchvision_class} files in {where} could not be read ({type(exc).__name__}: "
-                        f"{exc}); replace them with intact copies, or delete them to download again") from None
+                        f"{_one_line(exc)}); replace them with intact copies, or delete them to download again") from None
     x = torch.as_tensor(dataset.data)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # MNIST [N,H,W]; CIFAR [N,H,W,C]
     y = torch.as_tensor(dataset.targets, dtype=torch.int64)
@@ -134,6 +155,51 @@ def _decode(spec: ImageSet, root: Path, train: bool, download: bool, sources: li
         raise DataError(f"{where} holds images of shape {tuple(x.shape[1:])}, expected {spec.shape}; "
                         "replace the files with the original ones")
     return x.contiguous(), y
+
+
+def _download(spec: ImageSet, root: Path, missing: list[str]) -> None:
+    """Download with torchvision into a temporary folder and move the files into `root` only once they
+    are all there: a failed download leaves no empty folders behind."""
+    what = f"{spec.torchvision_class} files missing in {root / spec.folder} ({', '.join(missing)})"
+    import torchvision
+
+    staging = Path(tempfile.mkdtemp(prefix="dlcli-download-"))
+    try:
+        getattr(torchvision.datasets, spec.torchvision_class)(str(staging), train=True, download=True)
+        for file in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = root / file.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(file, target)
+    except Exception as exc:  # torchvision lists every mirror it tried; keep each distinct reason once
+        raise DataError(f"{what} and the download failed ({_one_line(exc)}); {_HINT}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unreachable(hosts: tuple[str, ...], timeout: float = 3.0) -> str:
+    """'' if any download host's name resolves, else why none did (a lookup that hangs counts as failed)."""
+    reasons: dict[str, str] = {}
+
+    def lookup(host: str) -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            reasons[host] = ""
+        except OSError as exc:
+            reasons[host] = exc.strerror or str(exc)
+
+    threads = [threading.Thread(target=lookup, args=(h,), daemon=True) for h in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if any(reasons.get(h) == "" for h in hosts):
+        return ""
+    return "; ".join(f"{h}: {reasons.get(h, f'no answer in {timeout:g} s')}" for h in hosts) + " (no internet here?)"
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(dict.fromkeys(lines)) or type(exc).__name__
 
 
 def _cache_file(root: Path, filename: str) -> Path:
@@ -150,6 +216,8 @@ def _cache_file(root: Path, filename: str) -> Path:
 
 
 def _read_cache(path: Path, fingerprint: list[list[int]]):
+    import torch
+
     try:
         blob = torch.load(path, weights_only=True)
         if blob["sources"] == fingerprint:
@@ -160,10 +228,11 @@ def _read_cache(path: Path, fingerprint: list[list[int]]):
 
 
 def _write_cache(path: Path, x: torch.Tensor, y: torch.Tensor, fingerprint: list[list[int]]) -> None:
+    import torch
+
+    from dlcli.files import OutputError, write_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            torch.save({"x": x, "y": y, "sources": fingerprint}, tmp)
-        os.replace(tmp.name, path)
-    except OSError:
+        write_atomic(path, lambda f: torch.save({"x": x, "y": y, "sources": fingerprint}, f), binary=True)
+    except OutputError:
         pass  # a cache we cannot write only costs time on the next run

@@ -26,6 +26,9 @@ def train(cfg: DictConfig) -> float:
     settings = load_settings(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(settings.data, ImageDataSettings):
+        from dlcli.images import check_sources
+
+        check_sources(settings.data.name, settings.data.root, settings.data.download)  # before torch's import
         # checkpoints must find the data again from any working directory
         config["data"]["root"] = str(Path(settings.data.root).expanduser().resolve())
     summary = run_training(settings, config, Path(HydraConfig.get().runtime.output_dir))

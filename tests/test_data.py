@@ -105,6 +105,23 @@ def test_missing_files_without_download_say_where_and_how(tmp_path):
     assert "data.root" in message and "\n" not in message
 
 
+def test_an_unreachable_download_fails_at_once_in_one_line_and_creates_nothing(tmp_path, monkeypatch):
+    import dataclasses
+
+    from dlcli import images
+
+    # .invalid never resolves (RFC 2606): what a machine without internet sees for every host
+    monkeypatch.setitem(images.IMAGE_SETS, "mnist", dataclasses.replace(images.IMAGE_SETS["mnist"],
+                                                                       hosts=("mirror.invalid",)))
+    root = tmp_path / "elsewhere"
+    with pytest.raises(DataError) as info:
+        load_images("mnist", str(root), train=True, download=True)
+    message = str(info.value)
+    assert "cannot be downloaded: mirror.invalid:" in message and "no internet here?" in message
+    assert message.endswith("at a folder that has them")  # the whole message, not cut mid-word
+    assert not root.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_cifar_normalization_and_augmentation_shapes(tmp_path, monkeypatch):
     import torchvision
 
