@@ -1,10 +1,22 @@
 """Pictures, drawn with matplotlib's non-interactive Agg backend (no display needed)."""
 
+import io
+import logging
 import math
 from pathlib import Path
 
+METRIC_LABELS = {"best_val_acc": "best val accuracy (%)", "test_acc": "test accuracy (%)",
+                 "final_train_loss": "final train loss"}
+DASHES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v")
+
 
 def _pyplot():
+    # hydra.verbose=true puts the root logger at DEBUG, and matplotlib would log every font lookup;
+    # a level set on purpose (hydra.verbose=matplotlib) is kept
+    for name in ("matplotlib", "matplotlib.font_manager", "PIL"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,31 +53,52 @@ def learning_curves(rows: list[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def sweep_curves(runs: list[tuple[str, list[dict]]], path: Path) -> Path:
-    """Validation accuracy per epoch of every job, overlaid."""
+def sweep_curves(runs: list[tuple[str, list[dict]]]) -> bytes:
+    """Validation accuracy per epoch of every job, overlaid, as PNG bytes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, rows in runs:
+    for (label, rows), style in zip(runs, line_styles(len(runs))):
         if rows:
-            ax.plot([r["epoch"] for r in rows], [100 * r["val_acc"] for r in rows], "-o", markersize=3, label=label)
+            ax.plot([r["epoch"] for r in rows], [100 * r["val_acc"] for r in rows], markersize=3, label=label,
+                    **style)
     ax.set(xlabel="epoch", ylabel="val accuracy (%)", title="validation accuracy of every job")
     _epoch_axis(ax, max((r["epoch"] for _, rows in runs for r in rows), default=1))
     ax.grid(alpha=0.3)
-    if len(runs) <= 16:
-        ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    _legend(fig, ax, len(runs), loc="lower right")
+    return _png(fig)
+
+
+def line_styles(n: int) -> list[dict]:
+    """Colour, dash and marker of n overlaid lines, no two alike for up to 200 lines."""
+    from matplotlib import colormaps
+
+    colors = colormaps["tab10"].colors
+    return [{"color": colors[i % 10], "linestyle": DASHES[i // 10 % 4], "marker": MARKERS[i // 40 % 5]}
+            for i in range(n)]
+
+
+def _legend(fig, ax, lines: int, loc: str) -> None:
+    """Inside the plot for a few lines, beside it for more; past 60 a legend would be taller than the plot."""
+    if lines <= 10:
+        ax.legend(fontsize=7, loc=loc, handlelength=3)
+    elif lines <= 60:
+        columns = -(-lines // 25)
+        longest = max(len(label) for label in ax.get_legend_handles_labels()[1])
+        fig.set_figwidth(fig.get_figwidth() + columns * (0.8 + 0.055 * longest))  # 7-point text, in inches
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), ncols=columns, handlelength=3)
 
 
 def heatmap(x_name: str, x_values: list, y_name: str, y_values: list, grid: list[list[float | None]],
-            path: Path, metric: str) -> Path:
-    """grid[i][j] = metric at (y_values[i], x_values[j]); cells are annotated, missing ones blank.
+            metric: str) -> bytes:
+    """grid[i][j] = metric at (y_values[i], x_values[j]), as PNG bytes; cells are annotated, missing ones blank.
 
     The values sit in sorted order at equal spacing, which for log-spaced values is a log axis.
     """
     plt = _pyplot()
     import numpy as np
 
-    data = np.array([[math.nan if v is None else 100 * v for v in row] for row in grid], dtype=float)
+    scale = 100 if metric.endswith("acc") else 1
+    data = np.array([[math.nan if v is None else scale * v for v in row] for row in grid], dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 * len(x_values) + 2.5, 1.1 * len(y_values) + 2))
     image = ax.imshow(data, cmap="viridis", origin="lower", aspect="auto")
     ax.set_xticks(range(len(x_values)), [f"{v:g}" for v in x_values])
@@ -77,12 +110,13 @@ def heatmap(x_name: str, x_values: list, y_name: str, y_values: list, grid: list
     for i in range(len(y_values)):
         for j in range(len(x_values)):
             value = data[i, j]
-            text = "failed" if math.isnan(value) else f"{value:.2f}"
+            text = "failed" if math.isnan(value) else f"{value:.2f}" if scale == 100 else f"{value:.4f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=9,
                     color="white" if math.isnan(value) or value < middle else "black")
-    fig.colorbar(image, ax=ax, label=f"{metric} (%)")
-    ax.set_title(f"{metric} over {y_name} x {x_name}")
-    return _save(fig, path)
+    label = METRIC_LABELS.get(metric, metric)
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(f"{label} over {y_name} × {x_name}")
+    return _png(fig)
 
 
 def gradient_flow(rows: list[dict], path: Path, title: str) -> Path:
@@ -108,19 +142,19 @@ def gradient_flow(rows: list[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def sweep_gradient_flow(runs: list[tuple[str, list[dict]]], path: Path) -> Path:
-    """First-epoch gradient norm per layer of every job that recorded diagnostics, overlaid."""
+def sweep_gradient_flow(runs: list[tuple[str, list[dict]]]) -> bytes:
+    """First-epoch gradient norm per layer of every job that recorded diagnostics, overlaid, as PNG bytes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, rows in runs:
+    for (label, rows), style in zip(runs, line_styles(len(runs))):
         first = sorted((r for r in rows if r["epoch"] == rows[0]["epoch"]), key=lambda r: r["depth"])
-        ax.plot([r["depth"] for r in first], [r["grad_norm"] for r in first], "-o", markersize=3, label=label)
+        ax.plot([r["depth"] for r in first], [r["grad_norm"] for r in first], markersize=3, label=label, **style)
     ax.set_yscale("log")
     ax.set(xlabel="layer depth (1 = input side)", ylabel="gradient norm ||dL/dW|| after epoch 1",
            title="gradient flow per layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    _legend(fig, ax, len(runs), loc="best")
+    return _png(fig)
 
 
 def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> Path:
@@ -133,7 +167,8 @@ def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path,
     k = len(classes)
     fig, ax = plt.subplots(figsize=(0.6 * k + 3, 0.6 * k + 2.5))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    slanted = long_labels(classes)
+    ax.set_xticks(range(k), classes, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     for i in range(k):
@@ -141,8 +176,17 @@ def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path,
             if counts[i, j]:
                 ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
                         color="white" if share[i, j] > 0.5 else "black")
-    fig.colorbar(image, ax=ax, label="share of the true class")
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    # a colour bar in its own axes beside the matrix, as tall as the matrix
+    fig.colorbar(image, cax=make_axes_locatable(ax).append_axes("right", size="4%", pad=0.15),
+                 label="share of the true class")
     return _save(fig, path)
+
+
+def long_labels(labels: list[str]) -> bool:
+    """Names too long to sit side by side under matrix cells (digits are not; "airplane" is)."""
+    return max(map(len, labels), default=0) > 3
 
 
 def conv_filters(weight, path: Path, title: str) -> Path:
@@ -170,8 +214,12 @@ def conv_filters(weight, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def decision_boundary(predict, x, y, path: Path, title: str, steps: int = 300) -> Path:
-    """The model's predicted class over the plane, with the points on top (as in the TF playground)."""
+def decision_boundary(predict, x, y, path: Path, title: str, steps: int = 300,
+                      classes: list[str] | None = None) -> Path:
+    """The model's predicted class over the plane, with the points on top (as in the TF playground).
+
+    The legend names each class's colour (by `classes`, else by number).
+    """
     plt = _pyplot()
     import torch
 
@@ -179,14 +227,19 @@ def decision_boundary(predict, x, y, path: Path, title: str, steps: int = 300) -
     lo, hi = x.min(0).values - 0.3, x.max(0).values + 0.3
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], steps), torch.linspace(lo[1], hi[1], steps), indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
-    classes = predict(grid).reshape(steps, steps)
-    k = int(max(y.max(), classes.max())) + 1
+    predicted = predict(grid).reshape(steps, steps)
+    k = int(max(y.max(), predicted.max())) + 1
     fig, ax = plt.subplots(figsize=(6, 6))
     cmap = plt.get_cmap("tab10")
-    ax.contourf(gx.numpy(), gy.numpy(), classes.numpy(), levels=[i - 0.5 for i in range(k + 1)],
+    ax.contourf(gx.numpy(), gy.numpy(), predicted.numpy(), levels=[i - 0.5 for i in range(k + 1)],
                 colors=[cmap(i) for i in range(k)], alpha=0.25)
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), c=[cmap(int(c)) for c in y], s=6, edgecolors="none")
     ax.set(title=title, xlabel="x1", ylabel="x2", aspect="equal")
+    from matplotlib.lines import Line2D
+
+    names = [classes[i] if classes and i < len(classes) else str(i) for i in range(k)]
+    ax.legend(handles=[Line2D([], [], linestyle="", marker="o", color=cmap(i), label=names[i]) for i in range(k)],
+              title="class", loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -199,11 +252,22 @@ def log_spaced(values: list[float]) -> bool:
     return max(ratios) / min(ratios) < 4
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def _png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    buffer = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def _save(fig, path: Path) -> Path:
+    from dlcli.files import write_atomic
+
+    png = _png(fig)
+    write_atomic(path, lambda f: f.write(png), binary=True)
     return path

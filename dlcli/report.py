@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from dlcli.errors import DlcliError
 
 METRICS = ("best_val_acc", "test_acc", "final_train_loss")
+NUMBERS = (*METRICS, "epochs", "wall_seconds")
 COLUMNS = ("job", "overrides", "status", "best_val_acc", "test_acc", "final_train_loss", "epochs", "wall_seconds",
            "reason", "path")
 
@@ -40,13 +41,17 @@ class Job:
 def read_job(run_dir: Path) -> Job:
     """What a run folder says about its job, whether it finished, failed or is still going."""
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    overrides = _read(overrides_file, yaml.safe_load, "YAML") if overrides_file.is_file() else []
+    if not isinstance(overrides or [], list):
+        raise _unreadable(overrides_file, "not a list of overrides")
     rows = read_metrics(run_dir)
     summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"status": "running"}
-    return Job(
+    summary = _read(summary_file, json.loads, "JSON") if summary_file.is_file() else {"status": "running"}
+    if not isinstance(summary, dict):
+        raise _unreadable(summary_file, "not a JSON object")
+    job = Job(
         job=run_dir.name,
-        overrides=" ".join(overrides or []),
+        overrides=" ".join(map(str, overrides or [])),
         status=summary.get("status", "ok"),
         best_val_acc=summary.get("best_val_acc", max((r["val_acc"] for r in rows), default=None)),
         test_acc=summary.get("test_acc"),
@@ -56,11 +61,42 @@ def read_job(run_dir: Path) -> Job:
         reason=summary.get("reason", ""),
         path=str(run_dir),
     )
+    wrong = [f for f in NUMBERS if not isinstance(getattr(job, f), (int, float, type(None)))]
+    if wrong:
+        raise _unreadable(summary_file, f"{wrong[0]} is not a number")
+    return job
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(run_dir / "metrics.jsonl", ("epoch", "train_loss", "val_acc"))
+
+
+def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The rows of a .jsonl file a run writes (none if it has not yet), each checked to have `fields`."""
+    if not path.is_file():
+        return []
+    rows = _read(path, lambda text: [json.loads(line) for line in text.splitlines() if line.strip()], "JSON")
+    for number, row in enumerate(rows, 1):
+        wrong = [f for f in fields if not isinstance(row, dict) or not isinstance(row.get(f), (int, float))]
+        if wrong:
+            raise _unreadable(path, f"row {number} has no number {wrong[0]}")
+    return rows
+
+
+def _read(path: Path, parse, kind: str):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, str(exc)) from None
+    try:
+        return parse(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise _unreadable(path, f"not valid {kind} ({str(exc).splitlines()[0]})") from None
+
+
+def _unreadable(path: Path, reason: str) -> DlcliError:
+    return DlcliError(f"cannot read {path}: {reason}; repair that file, or report on the other runs only "
+                      "(pass their folders)")
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -87,73 +123,107 @@ def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
     return sorted(jobs, key=lambda j: (getattr(j, metric) is None, sign * (getattr(j, metric) or 0)))
 
 
+def settings(job: Job) -> dict[str, str]:
+    """The job's overrides as key -> value text, exactly as given."""
+    return {key: value for key, _, value in (item.partition("=") for item in job.overrides.split())}
+
+
+def override_keys(jobs: list[Job]) -> list[str]:
+    """Every override key of any job, in the order they first appear."""
+    return list(dict.fromkeys(key for job in jobs for key in settings(job)))
+
+
 def varying_parameters(jobs: list[Job]) -> dict[str, list]:
-    """Override keys that take more than one value across the jobs, with their sorted values."""
-    values: dict[str, set] = {}
-    for job in jobs:
-        for item in job.overrides.split():
-            key, _, value = item.partition("=")
-            values.setdefault(key, set()).add(_number(value))
-    return {k: sorted(v, key=lambda x: (isinstance(x, str), x)) for k, v in values.items() if len(v) > 1}
+    """Override keys that differ across the jobs, with the values they take, sorted.
+
+    A key that some jobs do not set differs too: those jobs ran with the config's value.
+    """
+    unset = object()
+    per_job = [_values(job) for job in jobs]
+    varying = {}
+    for key in override_keys(jobs):
+        values = {s.get(key, unset) for s in per_job}
+        if len(values) > 1:
+            varying[key] = sorted(values - {unset}, key=lambda x: (isinstance(x, str), x))
+    return varying
+
+
+def _values(job: Job) -> dict:
+    return {key: _number(value) for key, value in settings(job).items()}
 
 
 def _number(text: str):
+    """A value to compare: a number when it is one; true/false as Hydra reads them, in any case."""
     try:
-        return float(text)
+        number = float(text)
+    except ValueError:
+        return text.lower() if text.lower() in ("true", "false") else text
+    return text if math.isnan(number) else number
+
+
+def compact(text: str) -> str:
+    """An override value for the eye: at most 4 significant digits (0.0010000000000000002 -> 0.001)."""
+    try:
+        return text if text.lstrip("+-").isdigit() else format(float(text), ".4g")
     except ValueError:
         return text
 
 
+def _shown(job: Job, keys) -> str:
+    return " ".join(f"{k}={compact(v)}" for k, v in settings(job).items() if k in keys)
+
+
 def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> dict[str, Path]:
-    """sweep.csv, sweep.json and the pictures in `out`; returns what it wrote."""
+    """sweep.csv, sweep.json and the pictures in `out`; returns what it wrote.
+
+    Everything is read and drawn before the first file is written, so a failure leaves no half report.
+    """
     from dlcli import plots
-    from dlcli.files import write_atomic, write_json
+    from dlcli.files import write_atomic
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
+    params = [k for k in override_keys(jobs) if k not in COLUMNS]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=(*COLUMNS[:2], *params, *COLUMNS[2:]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(asdict(j) for j in jobs)
-    write_atomic(out / "sweep.csv", lambda f: f.write(buffer.getvalue()))
-    written["csv"] = out / "sweep.csv"
+    writer.writerows({**asdict(j), **{k: v for k, v in settings(j).items() if k in params}} for j in jobs)
     best = next((j for j in jobs if getattr(j, metric) is not None), None)
-    write_json(out / "sweep.json", {"metric": metric, "best": best.job if best else None,
-                                     "jobs": [asdict(j) for j in jobs]})
-    written["json"] = out / "sweep.json"
+    report = {"metric": metric, "best": best.job if best else None, "jobs": [asdict(j) for j in jobs]}
+    files = {"csv": ("sweep.csv", buffer.getvalue().encode()),
+             "json": ("sweep.json", (json.dumps(report, indent=2) + "\n").encode())}
 
-    varying = set(varying_parameters(jobs))
-    curves = [(" ".join(o for o in j.overrides.split() if o.partition("=")[0] in varying) or j.job,
-               read_metrics(out / j.path)) for j in jobs]
+    varying = varying_parameters(jobs)
+    curves = [(_shown(j, varying) or j.job, read_metrics(out / j.path)) for j in jobs]
     if any(rows for _, rows in curves):
-        written["curves"] = plots.sweep_curves(curves, out / "sweep_val_acc.png")
-    from dlcli.diagnostics import read_diagnostics
-
-    flows = [(label, read_diagnostics(out / j.path)) for (label, _), j in zip(curves, jobs)]
+        files["curves"] = ("sweep_val_acc.png", plots.sweep_curves(curves))
+    flows = [(label, read_jsonl(out / j.path / "diagnostics.jsonl", ("epoch", "depth", "grad_norm")))
+             for (label, _), j in zip(curves, jobs)]
     if any(rows for _, rows in flows):
-        written["gradients"] = plots.sweep_gradient_flow([f for f in flows if f[1]], out / "sweep_gradient_flow.png")
+        files["gradients"] = ("sweep_gradient_flow.png", plots.sweep_gradient_flow([f for f in flows if f[1]]))
     grid = heatmap_grid(jobs, metric)
     if grid is not None:
         (x_name, xs), (y_name, ys), cells = grid
-        written["heatmap"] = plots.heatmap(x_name, xs, y_name, ys, cells, out / "sweep_heatmap.png", metric)
-    return written
+        files["heatmap"] = ("sweep_heatmap.png", plots.heatmap(x_name, xs, y_name, ys, cells, metric))
+
+    for name, data in files.values():
+        write_atomic(out / name, lambda f, data=data: f.write(data), binary=True)
+    return {key: out / name for key, (name, _) in files.items()}
 
 
 def heatmap_grid(jobs: list[Job], metric: str):
     """For a grid sweep over two numeric parameters: their values and the metric per cell.
 
-    Random or Bayesian searches (every value different) are not grids and get no heatmap.
+    Random or Bayesian searches (every value different) are not grids and get no heatmap;
+    jobs that set only one of the two, or neither, are left out of it.
     """
     params = varying_parameters(jobs)
-    if len(params) != 2 or not all(all(isinstance(v, float) for v in vs) for vs in params.values()):
+    if len(params) != 2 or not all(len(vs) > 1 and all(isinstance(v, float) for v in vs) for vs in params.values()):
         return None
     (y_name, ys), (x_name, xs) = params.items()  # the first override down, the second across
-    settings = [{k: _number(v) for k, _, v in (item.partition("=") for item in job.overrides.split())}
-                for job in jobs]
-    if len({(s[y_name], s[x_name]) for s in settings}) < len(xs) * len(ys):
+    placed = [(job, s) for job, s in zip(jobs, map(_values, jobs)) if y_name in s and x_name in s]
+    if len({(s[y_name], s[x_name]) for _, s in placed}) < len(xs) * len(ys):
         return None
     cells: list[list[float | None]] = [[None] * len(xs) for _ in ys]
-    for job, setting in zip(jobs, settings):
+    for job, setting in placed:
         value = getattr(job, metric)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             cells[ys.index(setting[y_name])][xs.index(setting[x_name])] = value
@@ -162,23 +232,30 @@ def heatmap_grid(jobs: list[Job], metric: str):
 
 def print_table(jobs: list[Job], metric: str, title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # one column per override that differs (every override when none does); sweep.csv has them all
+    keys = list(varying_parameters(jobs)) or override_keys(jobs)
     table = Table(title=title)
-    for column in ("", "job", "overrides", "best val acc", "test acc", "final train loss", "epochs", "seconds",
-                   "status"):
-        table.add_column(column, justify="right" if column not in ("overrides", "status", "") else "left")
+    table.add_column("")
+    table.add_column("job", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for column in ("best val acc", "test acc", "final train loss", "epochs", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_column("status")
     best = next((j for j in jobs if getattr(j, metric) is not None), None)
-    varying = set(varying_parameters(jobs))  # the table shows what differs; sweep.csv has every override
     pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
     num = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
     for j in jobs:
         status = j.status if not j.reason else f"{j.status}: {j.reason}"
         style = {"ok": "green", "running": "yellow"}.get(j.status, "red")
-        shown = " ".join(o for o in j.overrides.split() if o.partition("=")[0] in varying) or j.overrides
-        table.add_row("★" if j is best else "", j.job, shown, pct(j.best_val_acc), pct(j.test_acc),
-                      num(j.final_train_loss, ".4f"), num(j.epochs, "d"), num(j.wall_seconds, ".1f"),
-                      f"[{style}]{status}[/{style}]")
+        values = settings(j)  # blank where a job does not set the key
+        shown = [escape(compact(values[k])) if k in values else "" for k in keys]
+        table.add_row("★" if j is best else "", j.job, *shown,
+                      pct(j.best_val_acc), pct(j.test_acc), num(j.final_train_loss, ".4f"), num(j.epochs, "d"),
+                      num(j.wall_seconds, ".1f"), f"[{style}]{escape(status)}[/{style}]")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -202,6 +279,15 @@ class SweepSummary(Callback):
 
     def __init__(self, metric: str = "best_val_acc") -> None:
         self.metric = metric
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            import optuna
+
+            # Optuna's own handler colours its lines even into a pipe or a file; Hydra's handlers print
+            # them like the sweeper's other lines
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -234,6 +320,9 @@ def main(argv: list[str]) -> int:
     if out is None:
         single_sweep = len(args.paths) == 1 and (args.paths[0] / "multirun.yaml").is_file()
         out = args.paths[0] if single_sweep else Path("outputs/report") / time.strftime("%Y-%m-%d/%H-%M-%S")
+    if out.exists() and not out.is_dir():
+        print(f"dlcli: error: --out {out} is a file; pass a folder to write the report into", file=sys.stderr)
+        return 2
     try:
         summarize(args.paths, out, args.metric)
     except DlcliError as exc:

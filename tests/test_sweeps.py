@@ -84,13 +84,19 @@ def test_report_on_a_half_finished_sweep_and_runs_side_by_side(dlcli, tmp_path):
     assert dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.01,0.001").returncode == 0
     sweep = sweep_dir(tmp_path)
     (sweep / "1" / "summary.json").unlink()  # as if job 1 were still training
-    assert dlcli("train", *FAST_TOY, "hydra.run.dir=single").returncode == 0
-    proc = dlcli("report", str(sweep), str(tmp_path / "single"), "--out", "rep")
+    narrow = [o for o in FAST_TOY if not o.startswith("model.width=")] + ["model.width=16"]
+    assert dlcli("train", *narrow, "hydra.run.dir=single").returncode == 0  # sets no optimizer.lr
+    proc = dlcli("report", str(sweep), str(tmp_path / "single"), "--out", "rep", "--metric", "test_acc")
     assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
     jobs = json.loads((tmp_path / "rep" / "sweep.json").read_text())["jobs"]
     assert sorted(j["status"] for j in jobs) == ["ok", "ok", "running"]
     running = next(j for j in jobs if j["status"] == "running")
     assert running["epochs"] == 2 and running["best_val_acc"] is not None  # read from metrics.jsonl
+    with open(tmp_path / "rep" / "sweep.csv") as f:
+        rows = {r["job"]: r for r in csv.DictReader(f)}
+    assert (rows["single"]["optimizer.lr"], rows["single"]["model.width"]) == ("", "16")
+    assert (rows["0"]["optimizer.lr"], rows["0"]["model.width"]) == ("0.01", "32")
 
 
 def test_report_on_a_missing_folder_is_one_line(dlcli, tmp_path):
@@ -120,6 +126,7 @@ def test_optuna_runs_three_trials_and_survives_a_failing_one(dlcli, tmp_path):
     assert len(report["jobs"]) == 3
     statuses = [j["status"] for j in report["jobs"]]
     assert "Traceback" not in proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr  # no colour codes into a pipe
     assert proc.returncode == (1 if "failed" in statuses else 0)
     lrs = {float(j["overrides"].split("optimizer.lr=")[1].split()[0]) for j in report["jobs"]}
     assert len(lrs) == 3 and all(1e-4 <= lr <= 1e-1 for lr in lrs)
