@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would hide results from other users
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -40,6 +42,19 @@ def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False)
             raise OutputError(f"could not write {path} ({reason}); the previous version, if any, is intact; "
                               "free some disk space or write elsewhere with hydra.run.dir=...") from None
         raise
+
+
+@cache
+def umask() -> int:
+    """The process's umask, read without changing it: os.umask can only read by setting, which
+    would briefly give files made meanwhile by other threads the wrong mode."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):  # not Linux, or a kernel before 4.7
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def write_json(path: Path, data: Any) -> None:
