@@ -82,7 +82,7 @@ class Trainer:
             self.stop = stop
             for epoch in range(self.progress.epoch + 1, s.epochs + 1):
                 started = time.perf_counter()
-                train_loss, train_acc, seen = self.train_epoch(epoch)
+                train_loss, train_acc, trained = self.train_epoch(epoch)
                 train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
                 if self.flow is not None:
                     self.flow.record(epoch)
@@ -92,7 +92,7 @@ class Trainer:
                 row = {
                     "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                     "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
-                    "epoch_seconds": round(seconds, 4), "samples_per_second": round(seen / train_seconds, 1),
+                    "epoch_seconds": round(seconds, 4), "samples_per_second": round(trained / train_seconds, 1),
                 }
                 self.progress.epoch, self.progress.in_epoch = epoch, None
                 self.progress.history.append(row)
@@ -107,6 +107,8 @@ class Trainer:
         return self.progress
 
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
+        """The epoch's train loss and accuracy, and how many samples this call trained on (after a
+        mid-epoch resume, fewer than the epoch holds: the rest were trained before the restart)."""
         s, model, p = self.settings, self.model, self.progress
         model.train()
         order = torch.Generator().manual_seed(s.seed * 100_003 + epoch)  # data order depends on (seed, epoch) only
@@ -115,7 +117,7 @@ class Trainer:
         window_hits = torch.zeros(s.log_every, device=self.data.train.y.device, dtype=torch.long)
         sizes: list[int] = []  # batch sizes of the current window, known on the host
         part = p.in_epoch or {"batch": 0, "total_loss": 0.0, "total_hits": 0, "seen": 0}  # mid-epoch resume
-        first = part["batch"]
+        first, seen_before = part["batch"], part["seen"]
         bar = _progress_bar(n_batches, f"epoch {epoch}/{s.epochs}", s.progress, initial=first)
 
         def flush() -> None:
@@ -166,7 +168,7 @@ class Trainer:
                     raise Interrupted(self.stop.signal, epoch, p.step)
         bar.close()
         p.in_epoch = None
-        return part["total_loss"] / part["seen"], part["total_hits"] / part["seen"], part["seen"]
+        return part["total_loss"] / part["seen"], part["total_hits"] / part["seen"], part["seen"] - seen_before
 
     def _clip(self) -> None:
         if self.settings.grad_clip:

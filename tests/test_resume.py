@@ -89,3 +89,38 @@ write_atomic({str(path)!r}, half_then_die, binary=True)
     assert proc.returncode == -signal.SIGKILL
     assert path.read_bytes() == before
     assert load_checkpoint(path)["epoch"] == 1
+
+
+KILL_AFTER_THE_MID_EPOCH_CHECKPOINT = """
+import os, signal, sys
+from dlcli import trainer
+save = trainer.Trainer.save
+def save_then_die(self, name):
+    save(self, name)
+    if self.progress.in_epoch is not None:
+        os.kill(os.getpid(), signal.SIGKILL)
+trainer.Trainer.save = save_then_die
+from dlcli.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_samples_per_second_after_a_mid_epoch_resume_counts_only_what_this_process_trained(dlcli, tmp_path,
+                                                                                          cache_dir):
+    """Killed 480 of 563 steps into epoch 1: the resumed epoch's rate must not count those 480 steps' samples
+    against the time of the last 83 (that read ~7x too fast)."""
+    import torch
+
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    args = ["trainer.epochs=3", "data.n_samples=20000", "model.width=256", "trainer.batch_size=32", "trainer.threads=1",
+            "trainer.progress=false", "hydra.run.dir=run"]
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_THE_MID_EPOCH_CHECKPOINT, "train", *args,
+                           "trainer.checkpoint_every_steps=480"], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["in_epoch"]["batch"] == 480
+    proc = dlcli("train", *args, "trainer.resume=auto")
+    assert proc.returncode == 0, proc.stderr
+    resumed, *whole = [row["samples_per_second"] for row in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
+    assert max(whole) / 3 < resumed < max(whole) * 3, (resumed, whole)
