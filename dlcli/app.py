@@ -1,5 +1,6 @@
 """What every dlcli command shares: error reporting, device choice, thread settings, versions."""
 
+import json
 import logging
 import os
 import platform
@@ -9,28 +10,36 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
-    """Run a Hydra task; a failure becomes one line on stderr, recorded in the run's summary.json.
+    """Run a Hydra task; a failure becomes one line on stderr (and in the run's log), recorded in
+    the run's summary.json.
 
     A single run then exits non-zero. In a sweep (-m) the job returns NaN instead, so the other
     jobs still run and the sweep summary counts it as failed; unexpected errors are caught there
     too, with the traceback kept in the job's log. Hydra makes the run directory before the task
     starts; if a single run fails before writing anything into it, the directory goes too, so a
-    typo leaves no clutter behind. Set DLCLI_DEBUG=1 to see tracebacks instead.
+    typo leaves no clutter behind. The failure record goes only into a folder this run made or
+    holds, and never replaces a summary.json that says ok. Set DLCLI_DEBUG=1 to see tracebacks.
     """
+    from dlcli.files import hold, holds, release
+
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
     fresh = _only_hydra_files(run_dir)
     try:
+        if multirun and hydra.output_subdir is not None:  # a single run's is held by RunFolder, before Hydra writes
+            hold(run_dir, "hydra.sweep.dir")
         return task(cfg)
     except KeyboardInterrupt:
-        print("dlcli: interrupted", file=sys.stderr, flush=True)
+        _say("dlcli: interrupted")
         raise SystemExit(130) from None
     except Exception as exc:
         if os.environ.get("DLCLI_DEBUG") or not (multirun or isinstance(exc, DlcliError)):
@@ -39,20 +48,103 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
         status = {DivergedError: "diverged", Interrupted: "interrupted"}.get(type(exc), "failed")
         if not isinstance(exc, DlcliError):
             reason = f"{type(exc).__name__}: {reason}"
-            logging.getLogger("dlcli").exception("job failed")  # the traceback goes to the job's log file
-        if fresh and _only_hydra_files(run_dir) and not multirun:
-            _remove_run_dir(run_dir)
-        else:
-            from dlcli.files import write_json
-
-            write_json(run_dir / "summary.json", {"status": status, "reason": reason})
+            _to_log_file("job failed", exc_info=exc)
         where = f"job {hydra.job.num} ({' '.join(hydra.overrides.task)}): " if multirun else ""
-        print(f"dlcli: error: {where}{reason}", file=sys.stderr, flush=True)
+        _say(f"dlcli: error: {where}{reason}")
+        if fresh and not multirun and _only_hydra_files(run_dir):
+            _remove_run_dir(run_dir)
+        elif holds(run_dir) or (fresh and not multirun):  # a job's folder is its own only if it holds it
+            _record_failure(run_dir, status, reason)
         if multirun and _sweeper_takes_failures_as_exceptions(hydra):
             raise JobFailed(reason) from None
         if multirun:
             return float("nan")  # the basic sweeper would stop at the first exception
         raise SystemExit(getattr(exc, "exit_code", 1)) from None
+    finally:
+        if multirun:
+            release(run_dir)
+
+
+def _say(line: str) -> None:
+    """An error line on stderr, and in the run's log file (whose handler is file-only, so not twice)."""
+    print(line, file=sys.stderr, flush=True)
+    _to_log_file(line)
+
+
+def _to_log_file(message: str, exc_info: BaseException | None = None) -> None:
+    record = logging.LogRecord("dlcli", logging.ERROR, __file__, 0, message, None,
+                               (type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _record_failure(run_dir: Path, status: str, reason: str) -> None:
+    """summary.json says how the run ended, unless it already says ok: a failed resume or a later
+    command must not erase a finished run's result."""
+    from dlcli.files import write_json
+
+    summary = run_dir / "summary.json"
+    try:
+        if json.loads(summary.read_text()).get("status") == "ok":
+            return
+    except (OSError, ValueError, AttributeError):
+        pass  # none yet, or unreadable: nothing worth keeping
+    try:
+        write_json(summary, {"status": status, "reason": reason})
+    except DlcliError:
+        pass  # the disk that failed the run fails this too; the error line has been given
+
+
+class RunFolder(Callback):
+    """Hydra callback: a run holds its folder (files.hold) before Hydra writes anything there.
+
+    Two runs writing one folder overwrite each other's checkpoints, so a second run into a folder
+    in use is refused, leaving that folder as it was; so is a run into a folder that holds
+    another run's results, unless it continues that run (trainer.resume). Commands that keep no
+    files (hydra.output_subdir: null, as summary and gradcheck) hold no folder.
+    """
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        folder = Path(os.path.abspath(str(config.hydra.run.dir)))
+        continues = _continues(OmegaConf.select(config, "trainer.resume"), folder)
+        self._take(config, folder, "hydra.run.dir", () if continues else RUN_RESULTS)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        folder = Path(os.path.abspath(str(config.hydra.sweep.dir)))
+        self._take(config, folder, "hydra.sweep.dir", ("multirun.yaml",))
+
+    @staticmethod
+    def _take(config: Any, folder: Path, option: str, results: tuple[str, ...]) -> None:
+        from dlcli.files import hold
+
+        if config.hydra.output_subdir is None:
+            return
+
+        def refuse_to_overwrite() -> None:
+            found = [name for name in results if (folder / name).exists()]
+            if found:
+                run = "run" if option == "hydra.run.dir" else "sweep"
+                resume = ", or continue that run with trainer.resume=auto" if run == "run" else ""
+                raise ConfigError(f"{folder} already holds a {run} ({', '.join(found)}), which a new one would "
+                                  f"overwrite; write elsewhere with another {option} (or leave it out){resume}")
+
+        try:
+            hold(folder, option, refuse_to_overwrite)
+        except DlcliError as exc:
+            # Hydra turns a callback's exceptions into warnings and carries on: stop here instead
+            print(f"dlcli: error: {one_line(exc)}", file=sys.stderr, flush=True)
+            raise SystemExit(exc.exit_code) from None
+
+
+RUN_RESULTS = ("summary.json", "metrics.jsonl", "checkpoints", "eval.json")
+
+
+def _continues(resume: str | None, folder: Path) -> bool:
+    """Whether trainer.resume continues the run in `folder` (from its own checkpoint), not another one."""
+    if resume == "auto":
+        return True
+    return bool(resume) and folder.resolve() in Path(resume).expanduser().resolve().parents
 
 
 class JobFailed(Exception):
@@ -72,7 +164,7 @@ def _only_hydra_files(run_dir: Path) -> bool:
     """A run folder Hydra made for this job (it has .hydra/) holding nothing else but logs."""
     if not (run_dir / ".hydra").is_dir() or run_dir.resolve() == Path.cwd().resolve():
         return False
-    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
+    return all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in run_dir.iterdir())
 
 
 def _remove_run_dir(run_dir: Path) -> None:

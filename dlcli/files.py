@@ -4,6 +4,7 @@ A kill at any instant leaves either the old file or the new one, never a torn on
 """
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -17,6 +18,11 @@ from dlcli.errors import DlcliError
 
 class OutputError(DlcliError):
     """A run file could not be written (disk full, no permission)."""
+
+
+class FolderInUse(DlcliError):
+    """Another process holds the run folder."""
+
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second")
 
@@ -69,3 +75,59 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(run_dir / "metrics.csv", lambda f: f.write(buffer.getvalue()))
+
+
+_held: dict[Path, int] = {}  # folder -> the open lock file; the lock lasts while it stays open
+
+
+def hold(folder: Path, option: str = "hydra.run.dir", check: Callable[[], None] = lambda: None) -> None:
+    """Lock `folder` for this process, making it if needed, then run `check`, which may refuse the
+    folder by raising: the folder is then left exactly as it was.
+
+    An flock on <folder>/.lock, which the OS drops when the process ends, even by SIGKILL: no stale
+    lock is ever left to clear by hand. The file stays; it holds the pid of its last holder.
+    """
+    folder = Path(folder).resolve()
+    if folder in _held:
+        return
+    lock = folder / ".lock"
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            created = not lock.exists()
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise OutputError(f"{exc.strerror}: {exc.filename} (choose a writable folder, e.g. {option}=...)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.pread(fd, 20, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderInUse(f"{folder} is in use by another dlcli run (pid {pid}); wait for it to end or stop "
+                              f"it, or write elsewhere with another {option}") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file that a refused run unlinked meanwhile: lock the one there now
+    try:
+        check()
+    except BaseException:
+        if created:
+            lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[folder] = fd
+
+
+def holds(folder: Path) -> bool:
+    return Path(folder).resolve() in _held
+
+
+def release(folder: Path) -> None:
+    fd = _held.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)

@@ -4,13 +4,37 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# what a dlcli run writes where it runs; a test that writes any of it into the repository is wrong
+RUN_FILES = {"outputs", "multirun", "data", "dlcli-cache", ".hydra", ".lock", ".log", ".pt", ".json", ".jsonl", ".csv",
+             ".png"}
 FAST_TOY = ["trainer.epochs=2", "data.n_samples=600", "model.width=32", "trainer.progress=false"]
+
+
+# hypothesis keeps its example database and caches in the working directory, the repository: not there
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="dlcli-hypothesis-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_untouched():
+    """Every test runs dlcli in a temporary folder; none leaves run files in the repository."""
+    started = time.time()
+    yield
+    if not (REPO / ".git").exists():
+        return
+    listed = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
+                            capture_output=True, text=True).stdout.splitlines()
+    paths = [Path(line[3:]) for line in listed if line[:2] in ("??", "!!")]
+    written = [str(p) for p in paths if RUN_FILES & {*p.parts, p.suffix} and (REPO / p).exists()
+               and (REPO / p).stat().st_mtime >= started]
+    assert not written, f"tests wrote into the repository: {written[:10]}"
 
 
 @pytest.fixture(scope="session")

@@ -34,10 +34,11 @@ def test_sigterm_saves_last_pt_prints_the_resume_command_and_exits_143(tmp_path,
         if line.startswith("epoch 2/"):
             break
     run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=60)
+    out, err = run.communicate(timeout=60)
     assert run.returncode == 143, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "SIGTERM: stopped at epoch" in lines[0] and "Traceback" not in err
+    assert (tmp_path / "run" / "train.log").read_text().count(lines[0]) == 1 and lines[0] not in out
     command = lines[0].split("resume with: ")[1]
     assert command.startswith("dlcli train ") and "trainer.resume=auto" in command
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

@@ -1,12 +1,144 @@
-"""A run's folder: its files get the umask's permissions."""
+"""A run's folder is written by that run alone: failing commands, a second run into a folder in use,
+a failed resume leave it as it was; its files get the umask's permissions."""
 
+import hashlib
+import json
 import os
+import resource
+import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import FAST_TOY
+from conftest import FAST_TOY, assert_one_line_error
+
+LONG = ["trainer.epochs=500", "data.n_samples=20000", "model.width=256", "trainer.progress=false"]
+
+
+def snapshot(folder):
+    """Every file and folder under `folder`, hidden ones too: its mode and, for a file, its bytes."""
+    return {p.relative_to(folder): (p.stat().st_mode, p.is_file() and hashlib.md5(p.read_bytes()).hexdigest())
+            for p in folder.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir):
+    """A finished toy run, copied fresh for each test that may change it."""
+    where = tmp_path_factory.mktemp("finished")
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where, env=env,
+                   check=True, capture_output=True)
+    return where / "run"
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    return shutil.copytree(finished, tmp_path / "run")
+
+
+def start(tmp_path, cache_dir, *args):
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("DLCLI_DEBUG", None)
+    return subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(proc):
+    for line in proc.stdout:
+        if line.startswith("epoch 1/"):
+            return
+    pytest.fail(proc.stderr.read())
+
+
+def test_failing_commands_inside_a_finished_run_change_nothing_there(dlcli, run):
+    assert json.loads((run / "summary.json").read_text())["status"] == "ok"
+    before = snapshot(run)
+    for args, needle in [
+        (["summary", "model.depth=-1"], "model.depth=-1 is invalid"),
+        (["gradcheck", "model.depth=-1"], "model.depth=-1 is invalid"),
+        (["train", "model.depth=-1"], "model.depth=-1 is invalid"),
+        (["train", *FAST_TOY, "hydra.run.dir=."], "already holds a run"),
+        (["eval", "checkpoint=checkpoints/missing.pt"], "does not exist"),
+    ]:
+        assert_one_line_error(dlcli(*args, cwd=run), needle)
+        assert snapshot(run) == before, args
+
+
+def test_summary_and_gradcheck_write_no_file(dlcli, run):
+    before = snapshot(run)
+    assert dlcli("summary", cwd=run).returncode == 0
+    assert dlcli("gradcheck", "model.depth=1", "model.width=8", cwd=run).returncode == 0
+    assert snapshot(run) == before
+
+
+def test_a_new_run_into_a_finished_runs_folder_is_refused(dlcli, run):
+    before = snapshot(run)
+    proc = dlcli("train", *FAST_TOY, f"hydra.run.dir={run}")
+    assert_one_line_error(proc, "already holds a run", "trainer.resume=auto")
+    assert proc.returncode == 2 and snapshot(run) == before
+
+
+def test_a_failed_resume_keeps_the_ok_summary_and_the_checkpoints(dlcli, run, cache_dir):
+    kept = {p: p.read_bytes() for p in [run / "summary.json", *(run / "checkpoints").iterdir()]}
+    proc = dlcli("train", *FAST_TOY, "trainer.epochs=4", "model.width=16", "trainer.resume=auto",
+                 f"hydra.run.dir={run}")
+    assert_one_line_error(proc, "does not fit this model")
+    assert {p: p.read_bytes() for p in kept} == kept
+
+    # RLIMIT_FSIZE fails the checkpoint writes as a full disk would; summary.json is far smaller than 20 kB
+    assert (run / "checkpoints" / "last.pt").stat().st_size > 30_000
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    env.pop("DLCLI_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "trainer.epochs=4",
+                           "trainer.resume=auto", f"hydra.run.dir={run}"], env=env, capture_output=True, text=True,
+                          preexec_fn=small_disk, timeout=300)
+    assert_one_line_error(proc, "could not write", "/checkpoints/")
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(dlcli, tmp_path, cache_dir):
+    first = start(tmp_path, cache_dir, *LONG, "hydra.run.dir=run")
+    try:
+        wait_for_epoch(first)
+        os.kill(first.pid, signal.SIGSTOP)  # hold still: its folder must look the same before and after
+        before = snapshot(tmp_path / "run")
+        for extra in (["hydra.run.dir=run"], ["trainer.resume=auto", "hydra.run.dir=run"]):
+            proc = dlcli("train", *FAST_TOY, *extra)
+            assert_one_line_error(proc, "is in use by another dlcli run", f"pid {first.pid}")
+            assert snapshot(tmp_path / "run") == before
+        os.kill(first.pid, signal.SIGKILL)  # the OS drops its lock: no stale lock is left behind
+        first.wait(timeout=60)
+        proc = dlcli("train", *LONG, "trainer.epochs=2", "trainer.resume=auto", "hydra.run.dir=run")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        first.kill()
+        first.communicate()
+
+
+def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
+    first = start(tmp_path, cache_dir, "-m", *LONG, "optimizer.lr=0.001", "hydra.sweep.dir=sweep")
+    try:
+        wait_for_epoch(first)
+        os.kill(first.pid, signal.SIGSTOP)
+        before = snapshot(tmp_path / "sweep")
+        for args in (["-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "hydra.sweep.dir=sweep"],
+                     [*FAST_TOY, "trainer.resume=auto", "hydra.run.dir=sweep/0"]):
+            assert_one_line_error(dlcli("train", *args), "is in use by another dlcli run", f"pid {first.pid}")
+            assert snapshot(tmp_path / "sweep") == before
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+        proc = dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "hydra.sweep.dir=sweep")
+        assert_one_line_error(proc, "already holds a sweep", "hydra.sweep.dir")
+        assert snapshot(tmp_path / "sweep") == before
+    finally:
+        first.kill()
+        first.communicate()
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
