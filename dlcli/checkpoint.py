@@ -16,8 +16,8 @@ from dlcli import __version__
 from dlcli.errors import CheckpointError
 from dlcli.files import write_atomic
 
-FORMAT = 2  # bumped when the layout changes; a checkpoint of a newer format is refused
-RESUMABLE = 2  # the oldest format whose optimizer state this dlcli can resume (1 held torch.optim's)
+FORMAT = 3  # bumped when the layout changes; a checkpoint of a newer format is refused
+RESUMABLE = 3  # the oldest format whose optimizer state this dlcli can resume (2 held dlcli's own optimizers')
 REQUIRED = ("format", "dlcli_version", "config", "model", "epoch")
 
 
@@ -61,7 +61,7 @@ def check_resumable(state: dict, path: str | Path) -> None:
     if state["format"] < RESUMABLE:
         raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
                               f"{state['format']}, whose optimizer state this dlcli {__version__} cannot resume; "
-                              "evaluate it with dlcli eval, or start a new run")
+                              "start a new run")
 
 
 def load_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:

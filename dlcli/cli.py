@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args[0]][0])
     if args[0] in PLAIN:
         return module.main(args[1:])
+    unused = _unused_by_eval(args[1:]) if args[0] == "eval" else None
+    if unused:  # before Hydra: composing +model=alexnet would fail on the model's own defaults first
+        print(f"dlcli: error: {unused}", file=sys.stderr)
+        return 2
     # let Hydra's own errors (unknown option or key, bad override syntax) reach us, to print them as one line
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
@@ -78,9 +82,22 @@ def main(argv: list[str] | None = None) -> int:
         # Hydra refusing the command line or the config, or the run folder it could not make
         if not isinstance(exc, (HydraException, OmegaConfBaseException, ValueError, OSError, DlcliError)):
             raise
-        print(f"dlcli: error: {unknown_key_message(exc, args[0], args[1:]) or hydra_message(exc)}", file=sys.stderr)
+        from dlcli.settings import composition_error
+
+        message = unknown_key_message(exc, args[0], args[1:]) or composition_error(exc) or hydra_message(exc)
+        print(f"dlcli: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _unused_by_eval(overrides: list[str]) -> str | None:
+    from dlcli.evaluate import ACCEPTED, unused_key_message
+
+    for item in overrides:
+        key = item.partition("=")[0].lstrip("+~")
+        if "=" in item and not item.startswith("-") and not key.startswith("hydra") and key not in ACCEPTED:
+            return unused_key_message(key)
+    return None
 
 
 def _is_missing_slurm(exc: BaseException) -> bool:
@@ -104,11 +121,6 @@ def unknown_key_message(exc: BaseException, command: str, overrides: list[str]) 
             break
         node, path = node[part], [*path, part]
     name = key.split(".")[len(path)]
-    if command == "eval" and not path:  # eval takes a handful of nested keys: name them whole
-        allowed = [f"{k}.{sub}" if isinstance(v, dict) else k for k, v in node.items() if k != "hydra"
-                   for sub in (v if isinstance(v, dict) else [None])]
-        return (f"{key} is not used by dlcli eval (the model, data and training settings come from the "
-                f"checkpoint); it accepts: {', '.join(allowed)}")
     allowed = [k for k in node if k not in ("hydra", "experiment", "hparams_search")]
     near = difflib.get_close_matches(name, allowed, n=1)
     prefix = "".join(p + "." for p in path)
@@ -122,6 +134,8 @@ def _compose_without(command: str, overrides: list[str]) -> dict | None:
     """The command's config composed from the other overrides (None when that fails as well)."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
+
+    import dlcli.settings  # noqa: F401  the schemas the options inherit
 
     config_name = {"eval": "eval", "summary": "summary", "gradcheck": "gradcheck"}.get(command, "train")
     keep = [o for o in overrides if "=" in o and not o.startswith(("-", "hydra.", "hydra/", "+hydra"))]

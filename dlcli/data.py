@@ -1,15 +1,35 @@
 """Data kept resident on the training device and batched as whole-tensor operations.
 
-Images stay uint8 on the device; each batch is gathered by index and normalized in one
-multiply-subtract, so the training loop has no per-sample Python and no DataLoader.
+A data option names its loader by `_target_`; the loader returns whole splits as `Loaded`
+tensors. Images stay uint8 on the device; each batch is gathered by index and normalized in one
+multiply-subtract, so the training loop has no per-sample Python and no DataLoader. Feature rows
+are standardized once, when they are loaded.
 """
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from dlcli.settings import ImageDataSettings, ToyDataSettings
+from dlcli.errors import ConfigError, DataError
+from dlcli.settings import ImageDataSettings, ToyDataSettings, kwargs_of, target_of
+
+# keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
+BATCH_KEYS = ("subset", "augment", "crop_padding", "flip")
+
+
+@dataclass
+class Loaded:
+    """A dataset as a loader returns it: whole splits as CPU tensors, before the validation split and the device."""
+
+    train_x: torch.Tensor  # uint8 [N, C, H, W] images, or float32 [N, F] features
+    train_y: torch.Tensor  # int64 [N], class indices 0..K-1
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]  # class names, index = label
+    mean: list[float]  # per channel in [0, 1] pixel units for images; per feature for tables (training split)
+    std: list[float]  # idem, every value > 0
 
 
 @dataclass
@@ -50,32 +70,42 @@ class DataBundle:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def load_data(settings: ToyDataSettings | ImageDataSettings, seed: int, val_fraction: float,
-              device: torch.device) -> DataBundle:
-    """Load (or generate) the dataset, carve the validation split, move it all to `device`."""
-    if isinstance(settings, ToyDataSettings):
-        from dlcli.toy import make_toy
+def load_tables(spec, seed: int) -> Loaded:
+    """Call the data option's loader: its config keys (less dlcli's batch keys) and, if it takes one, the seed."""
+    from hydra.utils import get_method
 
-        classes = settings.num_classes
-        train_x, train_y = make_toy(settings.name, settings.n_samples, settings.noise, classes,
-                                    torch.Generator().manual_seed(seed))
-        # the test points are drawn independently of the training points
-        test_x, test_y = make_toy(settings.name, max(settings.n_samples // 4, 100), settings.noise, classes,
-                                  torch.Generator().manual_seed(seed + 7919))
-        shape, names = (2,), tuple(str(c) for c in range(classes))
+    target = target_of(spec)
+    kwargs = {k: v for k, v in kwargs_of(spec).items() if k not in BATCH_KEYS}
+    try:
+        loader = get_method(target)
+    except Exception as exc:
+        raise ConfigError(f"data._target_={target} cannot be imported ({str(exc).splitlines()[0]}); name a function "
+                          "that returns dlcli.data.Loaded, in the folder you run dlcli from or on PYTHONPATH") from None
+    if "seed" in inspect.signature(loader).parameters and "seed" not in kwargs:
+        kwargs["seed"] = seed  # a data option that fixes its own seed (a test split's, say) keeps it
+    try:
+        loaded = loader(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"data._target_={target} rejected its arguments ({exc})") from None
+    if not isinstance(loaded, Loaded):
+        raise DataError(f"data._target_={target} returned {type(loaded).__name__}, not dlcli.data.Loaded")
+    return loaded
+
+
+def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> DataBundle:
+    """Load the dataset, carve the validation split, move it all to `device`."""
+    loaded = load_tables(spec, seed)
+    train_x, train_y, test_x, test_y = loaded.train_x, loaded.train_y, loaded.test_x, loaded.test_y
+    subset = getattr(spec, "subset", None)
+    if subset is not None:
+        train_x, train_y = train_x[:subset], train_y[:subset]
+    mean, std = torch.tensor(loaded.mean, dtype=torch.float32), torch.tensor(loaded.std, dtype=torch.float32)
+    if train_x.dtype == torch.uint8:  # images: normalized per batch, on the device
+        scale = 1.0 / (255.0 * std.view(1, -1, 1, 1))
+        shift = mean.view(1, -1, 1, 1) / std.view(1, -1, 1, 1)
+    else:  # feature rows: standardized once, here
+        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
         scale = shift = torch.zeros(())
-    else:
-        from dlcli.images import IMAGE_SETS, load_images
-
-        train_x, train_y = load_images(settings.name, settings.root, True, settings.download)
-        if settings.subset is not None:
-            train_x, train_y = train_x[:settings.subset], train_y[:settings.subset]
-        test_x, test_y = load_images(settings.name, settings.root, False, settings.download)
-        spec = IMAGE_SETS[settings.name]
-        shape, names = spec.shape, spec.classes
-        std = torch.tensor(settings.std).view(1, -1, 1, 1)
-        scale = 1.0 / (255.0 * std)
-        shift = torch.tensor(settings.mean).view(1, -1, 1, 1) / std
 
     perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(len(train_y) * val_fraction))
@@ -85,24 +115,27 @@ def load_data(settings: ToyDataSettings | ImageDataSettings, seed: int, val_frac
         train=Split(to(train_x[train_idx]), to(train_y[train_idx])),
         val=Split(to(train_x[val_idx]), to(train_y[val_idx])),
         test=Split(to(test_x), to(test_y)),
-        input_shape=shape,
-        classes=names,
+        input_shape=tuple(train_x.shape[1:]),
+        classes=tuple(loaded.classes),
         scale=to(scale),
         shift=to(shift),
-        augment=isinstance(settings, ImageDataSettings) and settings.augment,
-        crop_padding=getattr(settings, "crop_padding", 0),
-        flip=getattr(settings, "flip", False),
+        augment=bool(getattr(spec, "augment", False)) and train_x.dtype == torch.uint8,
+        crop_padding=getattr(spec, "crop_padding", 0),
+        flip=getattr(spec, "flip", False),
     )
 
 
-def data_shape(settings: ToyDataSettings | ImageDataSettings) -> tuple[tuple[int, ...], int]:
-    """(input shape, number of classes) of a dataset, without loading it."""
-    if isinstance(settings, ToyDataSettings):
-        return (2,), settings.num_classes
-    from dlcli.images import IMAGE_SETS
+def data_shape(spec) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) of a dataset; dlcli's own sets answer without loading anything."""
+    if isinstance(spec, ToyDataSettings):
+        return (2,), spec.classes or (3 if spec.name == "spirals" else 2)
+    if isinstance(spec, ImageDataSettings):
+        from dlcli.images import IMAGE_SETS
 
-    spec = IMAGE_SETS[settings.name]
-    return spec.shape, len(spec.classes)
+        image_set = IMAGE_SETS[spec.name]
+        return image_set.shape, len(image_set.classes)
+    loaded = load_tables(spec, seed=0)
+    return tuple(loaded.train_x.shape[1:]), len(loaded.classes)
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:

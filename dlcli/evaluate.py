@@ -6,11 +6,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import ConfigError
-from dlcli.settings import ImageDataSettings, existing_checkpoint, load_settings, require
+from dlcli.settings import ImageDataSettings, check_targets, existing_checkpoint, load_settings, require, short_name
 
 log = logging.getLogger("dlcli")
 
@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 # what eval reads from its command line; everything else comes from the checkpoint
-ACCEPTED = ("checkpoint", "split", "data.root", "trainer.device", "trainer.eval_batch_size")
+ACCEPTED = ("checkpoint", "split", "allow", "data.root", "trainer.device", "trainer.eval_batch_size")
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
@@ -29,9 +29,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         raise ConfigError("checkpoint is required: dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt")
     unused = [key for key in _leaf_keys(OmegaConf.to_container(cfg)) if key not in ACCEPTED]
     if unused:  # e.g. +model=alexnet: evaluating the checkpoint's model anyway would mislead
-        key = unused[0] if unused[0].split(".")[0] in ("data", "trainer") else unused[0].split(".")[0]
-        raise ConfigError(f"{key} is not used by dlcli eval (the model, data and training settings come from "
-                          f"the checkpoint); it accepts: {', '.join(ACCEPTED)}")
+        raise ConfigError(unused_key_message(unused[0]))
     require(cfg.split in ("test", "val"), "split", cfg.split, "test or val")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")  # before importing torch: a typo answers at once
 
@@ -49,6 +47,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     config = state["config"]
     if not isinstance(config, dict):
         raise ConfigError(f"checkpoint {path} holds no config to rebuild the model from")
+    if state["format"] < 3:
+        raise ConfigError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+                          f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
+                          "rebuild its model: train it again")
+    allow = list(cfg.allow) if isinstance(cfg.allow, (list, ListConfig)) else [str(cfg.allow)]
+    check_targets(config, allow, f"checkpoint {path}")
     if cfg.data.root is not None:
         config["data"]["root"] = str(cfg.data.root)
     config["trainer"]["device"] = cfg.trainer.device
@@ -72,8 +76,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "checkpoint": str(path.resolve()),
         "split": cfg.split,
         "epoch": state["epoch"],
-        "model": settings.model.name,
-        "data": settings.data.name,
+        "model": short_name(settings.model),
+        "data": short_name(settings.data),
         "loss": result["loss"],
         "acc": result["acc"],
         "n": result["n"],
@@ -90,6 +94,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     draw_pictures(model, data, cfg.split, report, run_dir)
     log.info(f"wrote {run_dir / 'eval.json'}")
     return report
+
+
+def unused_key_message(key: str) -> str:
+    shown = key if key.split(".")[0] in ("data", "trainer") else key.split(".")[0]
+    return (f"{shown} is not used by dlcli eval (the model, data and training settings come from the checkpoint); "
+            f"it accepts: {', '.join(ACCEPTED)}")
 
 
 def _leaf_keys(node: dict, prefix: str = "") -> list[str]:

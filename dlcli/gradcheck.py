@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from dlcli.app import run_guarded
 from dlcli.errors import CheckFailed
-from dlcli.settings import load_settings, require
+from dlcli.settings import load_settings, require, short_name
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dlcli.configs", config_name="gradcheck")
@@ -143,8 +143,8 @@ def print_results(results: list[TensorCheck], settings, g, atol: float, min_grad
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"gradient check: {settings.model.name} ({getattr(settings.model, 'activation', 'relu')}), "
-             f"loss {settings.loss.name}, regularization {settings.regularization.name}; float64, "
+    title = (f"gradient check: {short_name(settings.model)} ({getattr(settings.model, 'activation', 'relu')}), "
+             f"loss {short_name(settings.loss)}, regularization {settings.regularization.name}; float64, "
              f"h={g.h:g}, batch {g.batch}, tolerance {g.tolerance:g}")
     table = Table(title=title)
     for column in ("parameter", "shape", "checked", "kinks", "max abs error", f"max rel error (|g| ≥ {min_grad:.1g})",

@@ -67,6 +67,15 @@ IMAGE_SETS = {
 }
 
 
+def load_image_set(name: str, root: str, download: bool, mean: list[float], std: list[float]):
+    """Both splits of a torchvision dataset as dlcli.data.Loaded."""
+    from dlcli.data import Loaded
+
+    train_x, train_y = load_images(name, root, True, download)
+    test_x, test_y = load_images(name, root, False, download)
+    return Loaded(train_x, train_y, test_x, test_y, IMAGE_SETS[name].classes, list(mean), list(std))
+
+
 def check_sources(name: str, root: str, download: bool) -> None:
     """The files are there (and of the right size), or can be downloaded; else one line at once.
 

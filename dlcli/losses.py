@@ -1,13 +1,15 @@
 """Losses on the model's output z (logits, one row per sample) and integer labels y.
 
-Each returns the mean over the batch; predictions are argmax z for all of them.
+Each returns the mean over the batch; predictions are argmax z for all of them. A config names
+its loss by `_target_`, so any module of that form plugs in (torch.nn.CrossEntropyLoss, say).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcli.settings import LossSettings
+from dlcli.errors import ConfigError
+from dlcli.settings import kwargs_of, target_of
 
 
 class CrossEntropy(nn.Module):
@@ -44,7 +46,13 @@ class Hinge(nn.Module):
         return F.multi_margin_loss(z, y, margin=self.margin)
 
 
-def build_loss(settings: LossSettings) -> nn.Module:
-    if settings.name == "hinge":
-        return Hinge(settings.margin)
-    return {"cross_entropy": CrossEntropy, "nll": NLL, "mse": Quadratic}[settings.name]()
+def build_loss(spec) -> nn.Module:
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate({"_target_": target_of(spec), **kwargs_of(spec)}, _convert_="all")
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"loss._target_={target_of(spec)} could not be built ({type(cause).__name__}: "
+                          f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}); name a loss module "
+                          "called as loss(logits, labels), e.g. dlcli.losses.CrossEntropy") from None

@@ -1,18 +1,23 @@
-"""The models: one small named module per layer kind, one builder per `model=` choice.
+"""The models: one small named module per layer kind, one class per `model=` choice.
 
-Every model takes its input shape and number of classes from the data, so any model runs on
-any image dataset (the MLP flattens, so it also runs on the 2-D toy points).
+Every model is built by its config's `_target_` with the keyword arguments `input_shape` and
+`num_classes` from the data and the rest from the config, so any model runs on any image dataset
+(the MLP flattens, so it also runs on the 2-D toy points), and a user's own class plugs in the
+same way. The arguments have no defaults here: those live in the config schemas (settings.py).
 """
 
 import math
+import os
+import sys
 
 import torch
 from torch import nn
 
-from dlcli.settings import AlexNetSettings, LeNetSettings, MLPSettings
+from dlcli.errors import ConfigError
+from dlcli.settings import kwargs_of, target_of
 
 
-def activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
     """h = g(a) for the configured nonlinearity g."""
     return {
         "sigmoid": nn.Sigmoid,
@@ -32,7 +37,7 @@ class Dense(nn.Module):
         super().__init__()
         self.linear = nn.Linear(n_in, n_out, bias=not batch_norm)  # batch norm has its own shift
         self.norm = nn.BatchNorm1d(n_out) if batch_norm else nn.Identity()
-        self.act = activation(act)
+        self.act = make_activation(act)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -40,20 +45,22 @@ class Dense(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, s: MLPSettings, input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, *, input_shape: tuple[int, ...], num_classes: int, depth: int, width: int | list[int],
+                 activation: str, dropout: float, batch_norm: bool, init: str):
         super().__init__()
-        sizes = [math.prod(input_shape), *s.widths]
+        widths = list(width) if isinstance(width, (list, tuple)) else [width] * depth
+        sizes = [math.prod(input_shape), *widths]
         self.flatten = nn.Flatten()
-        self.hidden = nn.Sequential(*(Dense(a, b, s.activation, s.batch_norm, s.dropout)
+        self.hidden = nn.Sequential(*(Dense(a, b, activation, batch_norm, dropout)
                                       for a, b in zip(sizes[:-1], sizes[1:])))
         self.output = nn.Linear(sizes[-1], num_classes)
-        init_weights(self, s.init)
+        init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(self.flatten(x)))
 
 
-def pooling(kind: str) -> nn.Module:
+def make_pooling(kind: str) -> nn.Module:
     """2x2 subsampling: max, average, or L2 (sqrt of the sum of squares)."""
     return {"max": lambda: nn.MaxPool2d(2), "avg": lambda: nn.AvgPool2d(2), "lp": lambda: nn.LPPool2d(2, 2)}[kind]()
 
@@ -61,19 +68,20 @@ def pooling(kind: str) -> nn.Module:
 class LeNet5(nn.Module):
     """LeCun et al. 1998. 61,706 parameters for 1x28x28 input and 10 classes."""
 
-    def __init__(self, s: LeNetSettings, input_shape: tuple[int, int, int], num_classes: int):
+    def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int, activation: str, pooling: str):
         super().__init__()
+        _need_images(self, input_shape)
         channels, size, _ = input_shape
         pad = max(0, (32 - size) // 2)  # the paper's 32x32 input: MNIST's 28x28 padded by 2
         after = ((size + 2 * pad - 4) // 2 - 4) // 2  # two 5x5 valid convs, each followed by a 2x2 pool
         self.c1 = nn.Conv2d(channels, 6, 5, padding=pad)
-        self.s2 = pooling(s.pooling)
+        self.s2 = make_pooling(pooling)
         self.c3 = nn.Conv2d(6, 16, 5)
-        self.s4 = pooling(s.pooling)
+        self.s4 = make_pooling(pooling)
         self.f5 = nn.Linear(16 * after * after, 120)
         self.f6 = nn.Linear(120, 84)
         self.output = nn.Linear(84, num_classes)
-        self.act = activation(s.activation)
+        self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.act
@@ -87,10 +95,11 @@ class AlexNet(nn.Module):
     """Krizhevsky et al. 2012, sized for 28-32 px images: 5 conv + 3 FC layers, ReLU, max pooling,
     dropout. A 5x5 first layer at stride 1 replaces the 11x11 stride-4 one meant for 224 px."""
 
-    def __init__(self, s: AlexNetSettings, input_shape: tuple[int, int, int], num_classes: int):
+    def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int, width: float, dropout: float):
         super().__init__()
-        c1, c2, c3, c4, c5 = (max(1, round(c * s.width)) for c in (64, 192, 384, 256, 256))
-        hidden = max(1, round(1024 * s.width))
+        _need_images(self, input_shape)
+        c1, c2, c3, c4, c5 = (max(1, round(c * width)) for c in (64, 192, 384, 256, 256))
+        hidden = max(1, round(1024 * width))
         channels, size, _ = input_shape
         self.features = nn.Sequential(
             nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -102,8 +111,8 @@ class AlexNet(nn.Module):
         after = size // 8
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(s.dropout), nn.Linear(c5 * after * after, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(s.dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(c5 * after * after, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
 
@@ -111,11 +120,69 @@ class AlexNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"mlp": MLP, "lenet": LeNet5, "alexnet": AlexNet}
+def _need_images(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 3 or min(input_shape[1:]) < 8:
+        raise ConfigError(f"{type(model).__name__} needs images (channels x height x width, at least 8x8 pixels) "
+                          f"and this data has inputs of shape {tuple(input_shape)}; use model=mlp for it, or image "
+                          "data such as data=mnist")
 
 
-def build_model(settings, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return MODELS[settings.name](settings, input_shape, num_classes)
+def build_model(spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model a config names by `_target_`, called with input_shape, num_classes and the config's keys,
+    then tried on one dummy batch, so a user's class that does not fit fails here in one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = target_of(spec)
+    for key in ("input_shape", "num_classes"):
+        if key in kwargs_of(spec):
+            raise ConfigError(f"model.{key} is set by dlcli from the data; remove it from the model config")
+    if os.getcwd() not in sys.path:  # a user's model file in the folder they run dlcli from
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = instantiate({"_target_": target, **kwargs_of(spec)}, _partial_=True, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"model._target_={target} cannot be imported ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0]}); put its module in the folder you run dlcli from or on "
+                          "PYTHONPATH") from None
+    cls = factory.func
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"model._target_={target} is not a torch.nn.Module class ({type(cls).__name__}); "
+                          "name a class that subclasses torch.nn.Module")
+    try:
+        model = factory(input_shape=tuple(input_shape), num_classes=num_classes)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"model._target_={target} rejected its arguments ({type(exc).__name__}: "
+                          f"{_first_line(exc)}); dlcli passes input_shape={tuple(input_shape)} and "
+                          f"num_classes={num_classes}, the other keys come from model.*") from None
+    _try_one_batch(model, target, input_shape, num_classes)
+    return model
+
+
+def _try_one_batch(model: nn.Module, target: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except Exception as exc:
+        raise ConfigError(f"model {target} failed on a batch of shape {(2, *input_shape)} ({type(exc).__name__}: "
+                          f"{_first_line(exc)}); it must map [N, {', '.join(map(str, input_shape))}] inputs to "
+                          f"[N, {num_classes}] logits") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {target} returned {shape} for a batch of shape {(2, *input_shape)}, expected "
+                          f"(2, {num_classes}): one logit per class")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

@@ -1,17 +1,22 @@
-"""Validated settings: where a composed Hydra config becomes typed values, or one clear error.
+"""Checked settings: where a composed Hydra config becomes typed values, or one clear error.
 
-Config flows one way: Hydra config -> `load_settings` -> builders -> trainer. Each config
-group option has one frozen dataclass here; its field types are checked on load and its
-`__post_init__` checks ranges, so a bad value fails before any work starts. This module
-does not import torch, so checking a config is cheap.
+Config flows one way: Hydra config -> `load_settings` -> builders -> trainer. Every config group
+option names what it builds with `_target_`, Hydra's convention. dlcli's own options have a
+schema here: a dataclass whose defaults are the option's values (written nowhere else), stored in
+Hydra's ConfigStore as `schema/<group>/<option>` for the YAML option of that name to inherit, and
+whose `__post_init__` checks ranges, so a bad value fails before any work starts. A `_target_`
+without a schema (the user's own model, another torch.optim optimizer) gets its keys as they are,
+and the class itself is the judge. This module does not import torch, so checking is cheap.
 """
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
-from dataclasses import dataclass
-from typing import Any, Union
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Union
 
 from dlcli.errors import ConfigError
 
@@ -26,10 +31,10 @@ MONITORS = ("val_acc", "val_loss")
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     """Raise the one-line error `key=value is invalid: allowed` unless ok."""
     if not ok:
-        raise ConfigError(f"{key}={_show(value)} is invalid: {allowed}")
+        raise ConfigError(f"{key}={show(value)} is invalid: {allowed}")
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """The value as a user would type it: 'text', 1e-05, [64, 32]."""
     if isinstance(value, float):
         return f"{value:g}"
@@ -40,10 +45,8 @@ def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
     require(value in options, key, value, "choose one of " + ", ".join(options))
 
 
-def existing_checkpoint(path: str, key: str) -> "Path":
+def existing_checkpoint(path: str, key: str) -> Path:
     """The checkpoint file at `path`, or the one-line error a missing file or a folder deserves."""
-    from pathlib import Path
-
     where = Path(path).expanduser()
     if not where.is_file():
         what = "is a folder" if where.is_dir() else "does not exist"
@@ -52,55 +55,51 @@ def existing_checkpoint(path: str, key: str) -> "Path":
     return where
 
 
-# --- one dataclass per config group option -------------------------------------------
+# --- models: dlcli passes input_shape and num_classes, the rest is the config ---------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class MLPSettings:
-    name: str
+    _target_: str = "dlcli.models.MLP"
     depth: int = 2
-    width: Union[int, list[int]] = 512
+    width: Any = 512  # an int, or a list with one width per hidden layer
     activation: str = "relu"
-    dropout: float = 0.0
+    dropout: float = 0.2
     batch_norm: bool = False
     init: str = "default"
 
     def __post_init__(self) -> None:
-        require(0 <= self.depth <= 1000, "model.depth", self.depth, "an integer in [0, 1000] (0 is softmax regression)")
-        if isinstance(self.width, list):
-            require(
-                len(self.width) == self.depth,
-                "model.width",
-                self.width,
-                f"a list needs one width per hidden layer ({self.depth}, model.depth), or give one int",
-            )
+        require(isinstance(self.depth, int) and 0 <= self.depth <= 1000, "model.depth", self.depth,
+                "an integer in [0, 1000] (0 is softmax regression)")
+        if isinstance(self.width, (list, tuple)):
+            require(len(self.width) == self.depth, "model.width", self.width,
+                    f"a list needs one width per hidden layer ({self.depth}, model.depth), or give one int")
             for w in self.width:
-                require(0 < w <= 65536, "model.width", self.width, "every width must be an integer in [1, 65536]")
+                require(_is_int(w) and 0 < w <= 65536, "model.width", self.width,
+                        "every width must be an integer in [1, 65536]")
+            self.width = list(self.width)
         else:
-            require(0 < self.width <= 65536, "model.width", self.width, "an integer in [1, 65536], or a list of them")
+            require(_is_int(self.width) and 0 < self.width <= 65536, "model.width", self.width,
+                    "an integer in [1, 65536], or a list of them")
         _choice("model.activation", self.activation, ACTIVATIONS)
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a probability in [0, 1)")
         _choice("model.init", self.init, INITS)
 
-    @property
-    def widths(self) -> list[int]:
-        return list(self.width) if isinstance(self.width, list) else [self.width] * self.depth
 
-
-@dataclass(frozen=True)
+@dataclass
 class LeNetSettings:
-    name: str
+    _target_: str = "dlcli.models.LeNet5"
     activation: str = "relu"
-    pooling: str = "max"
+    pooling: str = "max"  # max | avg | lp (L2 pooling)
 
     def __post_init__(self) -> None:
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.pooling", self.pooling, POOLINGS)
 
 
-@dataclass(frozen=True)
+@dataclass
 class AlexNetSettings:
-    name: str
+    _target_: str = "dlcli.models.AlexNet"
     width: float = 0.25
     dropout: float = 0.5
 
@@ -109,38 +108,43 @@ class AlexNetSettings:
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a probability in [0, 1)")
 
 
-@dataclass(frozen=True)
+# --- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
 class ToyDataSettings:
-    name: str
+    _target_: str = "dlcli.toy.load_toy"
+    name: str = "spirals"
     n_samples: int = 6000
     noise: float = 0.1
-    classes: Union[int, None] = None
+    classes: Optional[int] = None
 
     def __post_init__(self) -> None:
+        _choice("data.name", self.name, TOY_SETS)
         require(100 <= self.n_samples <= 10_000_000, "data.n_samples", self.n_samples, "an integer in [100, 10000000]")
         require(0.0 <= self.noise <= 10.0, "data.noise", self.noise, "a number in [0, 10]")
         if self.classes is not None:
             require(self.name == "spirals", "data.classes", self.classes, f"{self.name} always has 2 classes; leave it null")
             require(2 <= self.classes <= 20, "data.classes", self.classes, "an integer in [2, 20]")
 
-    @property
-    def num_classes(self) -> int:
-        return self.classes or (3 if self.name == "spirals" else 2)
 
-
-@dataclass(frozen=True)
+@dataclass
 class ImageDataSettings:
-    name: str
-    root: str = "data"
-    download: bool = True
-    mean: list[float] = dataclasses.field(default_factory=list)
-    std: list[float] = dataclasses.field(default_factory=list)
-    subset: Union[int, None] = None
-    augment: bool = False
-    crop_padding: int = 4
-    flip: bool = True
+    """MNIST, Fashion-MNIST, CIFAR-10 through torchvision; the options differ in their defaults."""
+
+    _target_: str = "dlcli.images.load_image_set"
+    name: str = "mnist"
+    root: str = "${oc.env:DLCLI_DATA,data}"  # torchvision's layout under it
+    download: bool = True  # fetch missing files (needs the internet)
+    mean: List[float] = field(default_factory=lambda: [0.1307])
+    std: List[float] = field(default_factory=lambda: [0.3081])
+    subset: Optional[int] = None  # use only the first N training images; the test set stays whole
+    augment: bool = True  # random shifts (a crop after zero padding) and flips, batched on the device
+    crop_padding: int = 2
+    flip: bool = False  # a mirrored digit is another digit
 
     def __post_init__(self) -> None:
+        _choice("data.name", self.name, IMAGE_SETS)
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
         require(self.subset is None or self.subset >= 10, "data.subset", self.subset,
                 "null (all training images) or an integer >= 10")
@@ -151,19 +155,54 @@ class ImageDataSettings:
                 f"one value > 0 per channel ({channels})")
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    name: str
+@dataclass
+class FashionMNISTSettings(ImageDataSettings):
+    name: str = "fashion_mnist"
+    mean: List[float] = field(default_factory=lambda: [0.2860])
+    std: List[float] = field(default_factory=lambda: [0.3530])
+    augment: bool = False
+    flip: bool = True
+
+
+@dataclass
+class CIFAR10Settings(ImageDataSettings):
+    name: str = "cifar10"
+    mean: List[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: List[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    crop_padding: int = 4
+    flip: bool = True
+
+
+# --- loss and regularization -----------------------------------------------------------------------
+
+
+@dataclass
+class CrossEntropySettings:
+    _target_: str = "dlcli.losses.CrossEntropy"  # softmax + negative log-likelihood on the logits
+
+
+@dataclass
+class NLLSettings:
+    _target_: str = "dlcli.losses.NLL"  # a log-softmax output layer + negative log-likelihood
+
+
+@dataclass
+class MSESettings:
+    _target_: str = "dlcli.losses.Quadratic"  # 1/2 sum_k (softmax_k - onehot_k)^2, mean over the batch
+
+
+@dataclass
+class HingeSettings:
+    _target_: str = "dlcli.losses.Hinge"
     margin: float = 1.0
 
     def __post_init__(self) -> None:
-        _choice("loss.name", self.name, ("cross_entropy", "nll", "mse", "hinge"))
         require(self.margin > 0, "loss.margin", self.margin, "a number > 0")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RegularizationSettings:
-    name: str
+    name: str = "none"  # none | l2 | l1 | elastic
     strength: float = 0.0
     l1_ratio: float = 0.5
 
@@ -173,23 +212,39 @@ class RegularizationSettings:
         require(0.0 <= self.l1_ratio <= 1.0, "regularization.l1_ratio", self.l1_ratio, "a number in [0, 1]")
 
 
+@dataclass
+class L1Settings(RegularizationSettings):
+    name: str = "l1"  # strength * sum |W| over weight matrices and conv kernels (never biases)
+    strength: float = 1e-5
+
+
+@dataclass
+class L2Settings(RegularizationSettings):
+    name: str = "l2"  # strength * sum ||W||_F^2 over weight matrices and conv kernels (never biases)
+    strength: float = 1e-4
+
+
+@dataclass
+class ElasticSettings(RegularizationSettings):
+    name: str = "elastic"  # strength * (l1_ratio * sum |W| + (1 - l1_ratio) * sum W^2), weights only
+    strength: float = 1e-4
+
+
+# --- optimizers: torch.optim classes, called with the parameter groups -------------------------------
+
+
 def _check_lr_and_decay(lr: float, weight_decay: float) -> None:
     require(0.0 < lr < math.inf, "optimizer.lr", lr, "a number > 0")
     require(0.0 <= weight_decay < math.inf, "optimizer.weight_decay", weight_decay, "a number >= 0")
 
 
-def _check_betas(betas: list[float]) -> None:
-    require(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), "optimizer.betas", betas,
-            "two numbers in [0, 1), e.g. [0.9,0.999]")
-
-
-@dataclass(frozen=True)
+@dataclass
 class SGDSettings:
-    name: str
+    _target_: str = "torch.optim.SGD"
     lr: float = 0.05
     momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
+    nesterov: bool = True
+    weight_decay: float = 0.0  # coupled (added to the gradient), on weights only
 
     def __post_init__(self) -> None:
         _check_lr_and_decay(self.lr, self.weight_decay)
@@ -198,23 +253,31 @@ class SGDSettings:
                 "Nesterov needs optimizer.momentum > 0")
 
 
-@dataclass(frozen=True)
+@dataclass
 class AdamSettings:
-    name: str
+    _target_: str = "torch.optim.Adam"
     lr: float = 1e-3
-    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # coupled (L2-style), on weights only
 
     def __post_init__(self) -> None:
         _check_lr_and_decay(self.lr, self.weight_decay)
-        _check_betas(self.betas)
+        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "optimizer.betas", self.betas,
+                "two numbers in [0, 1), e.g. [0.9,0.999]")
         require(self.eps > 0, "optimizer.eps", self.eps, "a number > 0")
 
 
-@dataclass(frozen=True)
+@dataclass
+class AdamWSettings(AdamSettings):
+    _target_: str = "torch.optim.AdamW"
+    lr: float = 2e-3
+    weight_decay: float = 0.01  # decoupled, on weights only
+
+
+@dataclass
 class RMSpropSettings:
-    name: str
+    _target_: str = "torch.optim.RMSprop"
     lr: float = 1e-3
     alpha: float = 0.99
     momentum: float = 0.0
@@ -228,9 +291,9 @@ class RMSpropSettings:
         require(self.eps > 0, "optimizer.eps", self.eps, "a number > 0")
 
 
-@dataclass(frozen=True)
+@dataclass
 class AdagradSettings:
-    name: str
+    _target_: str = "torch.optim.Adagrad"
     lr: float = 0.01
     eps: float = 1e-10
     weight_decay: float = 0.0
@@ -240,48 +303,73 @@ class AdagradSettings:
         require(self.eps > 0, "optimizer.eps", self.eps, "a number > 0")
 
 
-@dataclass(frozen=True)
-class SchedulerSettings:
-    name: str
+# --- learning-rate schedules: torch.optim.lr_scheduler classes -----------------------------------
+# dlcli fills in what depends on the run (the number of steps, the peak lr) and steps each one
+# at its `interval`: after every optimizer step, or after every epoch.
+
+
+@dataclass
+class CosineSettings:
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"  # from optimizer.lr to eta_min over all steps
+    eta_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.eta_min >= 0.0, "scheduler.eta_min", self.eta_min, "a number >= 0")
+
+
+@dataclass
+class OneCycleSettings:
+    _target_: str = "torch.optim.lr_scheduler.OneCycleLR"  # warm up to optimizer.lr, then anneal
+    pct_start: float = 0.25
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.pct_start < 1.0, "scheduler.pct_start", self.pct_start, "a number in (0, 1)")
+
+
+@dataclass
+class StepSettings:
+    _target_: str = "torch.optim.lr_scheduler.StepLR"  # lr times gamma every step_size epochs
     step_size: int = 5
     gamma: float = 0.1
-    min_lr: float = 0.0
-    pct_start: float = 0.25
+
+    def __post_init__(self) -> None:
+        require(self.step_size >= 1, "scheduler.step_size", self.step_size, "an integer >= 1 (epochs)")
+        require(0.0 < self.gamma <= 1.0, "scheduler.gamma", self.gamma, "a number in (0, 1]")
+
+
+@dataclass
+class PlateauSettings:
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"  # lr times factor when val loss stalls
     factor: float = 0.1
     patience: int = 2
 
     def __post_init__(self) -> None:
-        _choice("scheduler.name", self.name, ("none", "step", "cosine", "onecycle", "plateau"))
-        require(self.step_size >= 1, "scheduler.step_size", self.step_size, "an integer >= 1 (epochs)")
-        require(0.0 < self.gamma <= 1.0, "scheduler.gamma", self.gamma, "a number in (0, 1]")
-        require(self.min_lr >= 0.0, "scheduler.min_lr", self.min_lr, "a number >= 0")
-        require(0.0 < self.pct_start < 1.0, "scheduler.pct_start", self.pct_start, "a number in (0, 1)")
         require(0.0 < self.factor < 1.0, "scheduler.factor", self.factor, "a number in (0, 1)")
         require(self.patience >= 0, "scheduler.patience", self.patience, "an integer >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrainerSettings:
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 1000
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
-    threads: int = 0
-    progress: bool = True
-    val_fraction: float = 0.1
-    monitor: str = "val_acc"
-    log_every: int = 50
-    resume: Union[str, None] = None
-    precision: Union[int, str] = 32
-    compile: bool = False
-    channels_last: bool = True
-    diagnostics: bool = False
-    checkpoint_every_steps: int = 0
-    grad_clip: Union[float, None] = None
+    threads: int = 0  # torch CPU threads; 0 = the cores, shared out among parallel sweep jobs
+    progress: bool = True  # progress bar (also off when output is not a terminal)
+    val_fraction: float = 0.1  # carved from the training set, fixed by the seed
+    monitor: str = "val_acc"  # best.pt is chosen by: val_acc | val_loss
+    log_every: int = 50  # steps between progress/NaN checks (each one syncs with the device)
+    resume: Optional[str] = None  # PATH to a checkpoint, or auto for this run folder's checkpoints/last.pt
+    checkpoint_every_steps: int = 0  # also save last.pt every N optimizer steps (0: only at each epoch's end)
+    grad_clip: Optional[float] = None  # clip the gradient norm to this value before each step
+    precision: Any = 32  # 32 | bf16 | fp16: mixed precision via autocast on CUDA (fp16 adds loss scaling)
+    compile: bool = False  # torch.compile the model (pays a compile once, then runs faster kernels)
+    channels_last: bool = True  # NHWC memory layout for CNNs on CUDA (faster convolutions on tensor cores)
+    diagnostics: bool = False  # per layer and epoch: gradient and weight norms, update ratio, dead units
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "precision", str(self.precision))
+        self.precision = str(self.precision)
         _choice("trainer.precision", self.precision, ("32", "bf16", "fp16"))
         require(1 <= self.epochs <= 100_000, "trainer.epochs", self.epochs, "an integer in [1, 100000]")
         require(1 <= self.batch_size <= 1_000_000, "trainer.batch_size", self.batch_size, "an integer in [1, 1000000]")
@@ -305,26 +393,54 @@ class TrainerSettings:
             existing_checkpoint(self.resume, "trainer.resume")
 
 
-MODELS = {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings}
-OPTIMIZERS = {"sgd": SGDSettings, "adam": AdamSettings, "adamw": AdamSettings, "rmsprop": RMSpropSettings,
-              "adagrad": AdagradSettings}
+@dataclass
+class Custom:
+    """A `_target_` dlcli has no schema for: its other keys are passed to it as they are."""
+
+    _target_: str
+    kwargs: dict
 
 
-@dataclass(frozen=True)
+# group -> option -> schema: the ConfigStore entries, and how load_settings checks an option by its _target_
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings},
+    "data": {"toy": ToyDataSettings, "mnist": ImageDataSettings, "fashion_mnist": FashionMNISTSettings,
+             "cifar10": CIFAR10Settings},
+    "loss": {"cross_entropy": CrossEntropySettings, "nll": NLLSettings, "mse": MSESettings, "hinge": HingeSettings},
+    "regularization": {"none": RegularizationSettings, "l1": L1Settings, "l2": L2Settings,
+                       "elastic": ElasticSettings},
+    "optimizer": {"sgd": SGDSettings, "adam": AdamSettings, "adamw": AdamWSettings, "rmsprop": RMSpropSettings,
+                  "adagrad": AdagradSettings},
+    "scheduler": {"cosine": CosineSettings, "onecycle": OneCycleSettings, "step": StepSettings,
+                  "plateau": PlateauSettings},
+    "trainer": {"default": TrainerSettings},
+}
+BY_TARGET = {g: {cls._target_: cls for cls in options.values() if hasattr(cls, "_target_")}
+             for g, options in SCHEMAS.items()}
+BY_TARGET["data"] = {ToyDataSettings._target_: ToyDataSettings}  # the image sets share a target: chosen by name
+IMAGE_SCHEMAS = {cls.name: cls for cls in (ImageDataSettings, FashionMNISTSettings, CIFAR10Settings)}
+
+
+def store_schemas() -> None:
+    """Put every schema in Hydra's ConfigStore as `schema/<group>/<option>`, for the YAML option to inherit
+    (outside the group itself, so the schemas are not offered as choices of their own)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, options in SCHEMAS.items():
+        for option, cls in options.items():
+            store.store(group=f"schema/{group}", name=option, node=cls)
+
+
+@dataclass
 class Settings:
-    model: Union[MLPSettings, LeNetSettings, AlexNetSettings]
-    data: Union[ToyDataSettings, ImageDataSettings]
-    loss: LossSettings
+    model: Any  # a model schema or Custom
+    data: Any
+    loss: Any
     regularization: RegularizationSettings
-    optimizer: Union[SGDSettings, AdamSettings, RMSpropSettings, AdagradSettings]
-    scheduler: SchedulerSettings
+    optimizer: Any
+    scheduler: Any  # a schedule schema, Custom, or None for a constant lr
     trainer: TrainerSettings
-
-    def __post_init__(self) -> None:
-        if self.model.name != "mlp":
-            require(isinstance(self.data, ImageDataSettings), "model", self.model.name,
-                    f"a CNN needs image data, and data.name={self.data.name} is 2-D points; "
-                    "use model=mlp, or data=mnist|fashion_mnist|cifar10")
 
 
 def load_settings(cfg: Any) -> Settings:
@@ -332,26 +448,93 @@ def load_settings(cfg: Any) -> Settings:
     raw = _to_dict(cfg)
     for group in ("model", "data", "loss", "regularization", "optimizer", "scheduler", "trainer"):
         require(isinstance(raw.get(group), dict), group, raw.get(group), f"the config group '{group}' is missing")
-    data_name = raw["data"].get("name")
-    _choice("data.name", data_name, TOY_SETS + IMAGE_SETS)
-    toy_option = "n_samples" in raw["data"]  # which data= option was composed, whatever data.name says
-    if toy_option and data_name in IMAGE_SETS:
-        raise ConfigError(f"data.name={data_name} is invalid here: data.name picks a toy set ({', '.join(TOY_SETS)}); "
-                          f"choose a dataset with data={data_name}")
-    if not toy_option and data_name in TOY_SETS:
-        raise ConfigError(f"data.name={data_name} is invalid here: data.name of an image dataset is fixed; "
-                          f"choose toy data with data=toy data.name={data_name}")
-    _choice("model.name", raw["model"].get("name"), tuple(MODELS))
-    _choice("optimizer.name", raw["optimizer"].get("name"), tuple(OPTIMIZERS))
+    data = raw["data"]
+    if data.get("_target_") == ImageDataSettings._target_:
+        _choice("data.name", data.get("name"), IMAGE_SETS + TOY_SETS)
+        if data["name"] in TOY_SETS:
+            raise ConfigError(f"data.name={data['name']} is invalid here: data.name of an image dataset is fixed; "
+                              f"choose toy data with data=toy data.name={data['name']}")
+        data_schema = IMAGE_SCHEMAS[data["name"]]
+    else:
+        if data.get("_target_") == ToyDataSettings._target_ and data.get("name") in IMAGE_SETS:
+            raise ConfigError(f"data.name={data['name']} is invalid here: data.name picks a toy set "
+                              f"({', '.join(TOY_SETS)}); choose a dataset with data={data['name']}")
+        data_schema = None
     return Settings(
-        model=build(MODELS[raw["model"]["name"]], raw["model"], "model"),
-        data=build(ToyDataSettings if data_name in TOY_SETS else ImageDataSettings, raw["data"], "data"),
-        loss=build(LossSettings, raw["loss"], "loss"),
-        regularization=build(RegularizationSettings, raw["regularization"], "regularization"),
-        optimizer=build(OPTIMIZERS[raw["optimizer"]["name"]], raw["optimizer"], "optimizer"),
-        scheduler=build(SchedulerSettings, raw["scheduler"], "scheduler"),
+        model=_spec("model", raw["model"]),
+        data=build(data_schema, data, "data") if data_schema else _spec("data", data),
+        loss=_spec("loss", raw["loss"]),
+        regularization=build(SCHEMAS["regularization"].get(raw["regularization"].get("name"), RegularizationSettings),
+                             raw["regularization"], "regularization"),
+        optimizer=_spec("optimizer", raw["optimizer"]),
+        scheduler=_spec("scheduler", raw["scheduler"]) if raw["scheduler"].get("_target_") else None,
         trainer=build(TrainerSettings, raw["trainer"], "trainer"),
     )
+
+
+def _spec(group: str, section: dict) -> Any:
+    """The checked schema of the option's `_target_`, or Custom for a target dlcli does not know."""
+    target = section.get("_target_")
+    if target == "???":
+        raise ConfigError(f"{group}._target_ is required: the dotted path of the class to build, e.g. "
+                          f"{group}._target_=my_nets.Net")
+    require(isinstance(target, str) and target.strip() != "", f"{group}._target_", target,
+            "the dotted path of the class to build, e.g. my_nets.Net")
+    schema = BY_TARGET.get(group, {}).get(target)
+    if schema is None:
+        return Custom(target, {k: v for k, v in section.items() if k != "_target_"})
+    return build(schema, section, group)
+
+
+def target_of(spec: Any) -> str:
+    return spec._target_
+
+
+def kwargs_of(spec: Any) -> dict:
+    """The keyword arguments a spec's target is called with (not Hydra's own keys such as _partial_)."""
+    values = dict(spec.kwargs) if isinstance(spec, Custom) else dataclasses.asdict(spec)
+    return {k: v for k, v in values.items() if not (k.startswith("_") and k.endswith("_"))}
+
+
+def short_name(spec: Any) -> str:
+    """For logs and titles: the option's name for dlcli's own targets, else the class name."""
+    if getattr(spec, "name", None) and not isinstance(spec, Custom):
+        return spec.name
+    for group in SCHEMAS.values():
+        for option, cls in group.items():
+            if cls is type(spec):
+                return option
+    return target_of(spec).rsplit(".", 1)[-1]
+
+
+# what a checkpoint's config may build without the user's word: a checkpoint is someone else's data
+SAFE_TARGETS = ("dlcli.", "torch.nn.", "torch.optim.")
+
+
+def check_targets(config: Any, allow: list[str], where: str) -> None:
+    """Refuse, in one line, a config that would build anything outside dlcli, torch.nn, torch.optim
+    and the modules the user allowed, before anything is imported or built."""
+    for key, target in _targets(config):
+        allowed = any(target.startswith(p) for p in SAFE_TARGETS) or any(
+            target == module or target.startswith(module + ".") for module in allow)
+        if not allowed:
+            raise ConfigError(f"{where} was refused: its config builds {key}._target_={target!r}, which is outside "
+                              f"{', '.join(p[:-1] for p in SAFE_TARGETS)}; if you trust it and it is your own code, "
+                              f"allow its module: allow=[{str(target).split('.')[0]}]")
+
+
+def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                found.append((prefix.rstrip(".") or "config", value if isinstance(value, str) else repr(value)))
+            else:
+                found += _targets(value, f"{prefix}{key}.")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += _targets(value, f"{prefix}{i}.")
+    return found
 
 
 def _to_dict(cfg: Any) -> dict:
@@ -368,21 +551,34 @@ def _to_dict(cfg: Any) -> dict:
 
 
 def build(cls: type, section: dict, prefix: str) -> Any:
-    """Construct dataclass `cls` from a config section, checking keys and field types."""
+    """Construct dataclass `cls` from a config section, checking keys and field types.
+
+    A key the section lacks takes the schema's default: the built-in option's value.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(section) - set(names))
-    require(not unknown, f"{prefix}.{unknown[0]}" if unknown else prefix, section.get(unknown[0]) if unknown else None,
-            f"not a key of this {prefix} option; allowed keys: {', '.join(names)}")
-    values = {name: _coerce(f"{prefix}.{name}", section[name], hints[name]) for name in names if name in section}
+    unknown = sorted(set(section) - set(names) - {"_partial_", "_convert_", "_recursive_"})
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], names, n=1)
+        require(False, f"{prefix}.{unknown[0]}", section[unknown[0]],
+                (f"did you mean {prefix}.{near[0]}? " if near else "")
+                + f"not a key of this {prefix} option; its keys: {', '.join(n for n in names if n != '_target_')}")
+    values = {name: _coerce(f"{prefix}.{name}", section[name], hints[name]) for name in names
+              if name in section and section[name] != "???"}
     return cls(**values)
 
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Return value as type `hint`, or raise a ConfigError naming the key."""
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         for option in typing.get_args(hint):
@@ -391,7 +587,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             except ConfigError:
                 continue
         words = " or ".join(_describe(option) for option in typing.get_args(hint))
-        raise ConfigError(f"{key}={_show(value)} is invalid: expected {words}")
+        raise ConfigError(f"{key}={show(value)} is invalid: expected {words}")
     if origin is list:
         (item,) = typing.get_args(hint)
         require(isinstance(value, (list, tuple)), key, value, f"expected {_describe(hint)}")
@@ -401,7 +597,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         require(ok, key, value, "expected a finite number")
         return float(value)
     if hint is int:
-        require(isinstance(value, int) and not isinstance(value, bool), key, value, "expected an integer")
+        require(_is_int(value), key, value, "expected an integer")
         return value
     if hint is type(None):
         require(value is None, key, value, "expected null")
@@ -414,3 +610,29 @@ def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
     return _TYPE_WORDS.get(hint, str(hint))
+
+
+def composition_error(exc: BaseException) -> str | None:
+    """dlcli's line for a value Hydra's typed schemas refused while composing (optimizer.lr=fast)."""
+    from omegaconf.errors import ValidationError
+
+    cause = exc.__cause__ if isinstance(exc.__cause__, ValidationError) else exc
+    key = getattr(cause, "full_key", None)
+    if not isinstance(cause, ValidationError) or not key:
+        return None
+    text = str(exc).split("override ", 1)[-1].splitlines()[0] if "override " in str(exc) else ""
+    value: Any = text.partition("=")[2] if text.startswith(f"{key}=") else getattr(cause, "value", "?")
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        value = OverridesParser.create().parse_override(f"{key}={value}").value()
+    except Exception:  # keep the text as typed
+        pass
+    message = str(cause)
+    wanted = next((words for name, words in (("Integer", "an integer"), ("Float", "a finite number"),
+                                             ("Boolean", "true or false"), ("bool", "true or false"),
+                                             ("String", "a string")) if name in message), "another type")
+    return f"{key}={show(value)} is invalid: expected {wanted}"
+
+
+store_schemas()  # Hydra composes from the ConfigStore: every command that reads settings composes after this

@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dlcli.app import run_guarded
-from dlcli.settings import load_settings
+from dlcli.settings import load_settings, short_name
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dlcli.configs", config_name="summary")
@@ -67,7 +67,7 @@ def show_summary(cfg: DictConfig) -> list[LayerRow]:
     model = build_model(settings.model, shape, classes)
     rows = layer_table(model, shape)
     total_params, total_macs = count_parameters(model), sum(r.macs for r in rows)
-    table = Table(title=f"{settings.model.name} for {settings.data.name}: input {'x'.join(map(str, shape))}, "
+    table = Table(title=f"{short_name(settings.model)} for {short_name(settings.data)}: input {'x'.join(map(str, shape))}, "
                         f"{classes} classes")
     for column in ("layer", "type", "output shape", "parameters", "MACs / sample"):
         table.add_column(column, justify="right" if column in ("parameters", "MACs / sample") else "left")

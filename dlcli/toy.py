@@ -5,6 +5,17 @@ import math
 import torch
 
 
+def load_toy(name: str, n_samples: int, noise: float, classes: int | None, seed: int):
+    """The toy set as dlcli.data.Loaded; the test points are drawn independently of the training points."""
+    from dlcli.data import Loaded
+
+    k = classes or (3 if name == "spirals" else 2)
+    train_x, train_y = make_toy(name, n_samples, noise, k, torch.Generator().manual_seed(seed))
+    test_x, test_y = make_toy(name, max(n_samples // 4, 100), noise, k, torch.Generator().manual_seed(seed + 7919))
+    # points are used as they are: the mean/std that leave them unchanged
+    return Loaded(train_x, train_y, test_x, test_y, tuple(str(c) for c in range(k)), [0.0, 0.0], [1.0, 1.0])
+
+
 def make_toy(name: str, n: int, noise: float, classes: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (points float32 [n, 2], labels int64 [n]) with balanced classes."""
     y = torch.arange(n) % classes

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import Interrupted
-from dlcli.settings import ImageDataSettings, Settings, load_settings
+from dlcli.settings import ImageDataSettings, Settings, load_settings, short_name, target_of
 
 log = logging.getLogger("dlcli")
 
@@ -65,12 +65,13 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     if resume_state is not None:
         load_weights(model, resume_state, resume_path)
     loss_fn = build_loss(settings.loss)
-    optimizer = build_optimizer(settings.optimizer, model)
+    optimizer = build_optimizer(settings.optimizer, model, device)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size)
     trainer = Trainer(
         model=torch.compile(model) if t.compile else model, data=data, loss_fn=loss_fn,
         penalty=Penalty(settings.regularization, penalized_weights(model)),
-        optimizer=optimizer, schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
+        optimizer=optimizer, optimizer_target=target_of(settings.optimizer),
+        schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
         settings=t, run_dir=run_dir, config=config,
     )
     if t.diagnostics:
@@ -85,7 +86,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         trainer.resume_from(resume_state)
         log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
     params = count_parameters(model)
-    log.info(f"{settings.model.name} ({params:,} parameters) on {settings.data.name}: "
+    log.info(f"{short_name(settings.model)} ({params:,} parameters) on {short_name(settings.data)}: "
              f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
              f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), run dir {run_dir}")
 
@@ -120,7 +121,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     write_json(run_dir / "summary.json", summary)
     from dlcli.plots import gradient_flow, learning_curves
 
-    title = f"{settings.model.name} on {settings.data.name}: test acc {test['acc']:.2%}"
+    title = f"{short_name(settings.model)} on {short_name(settings.data)}: test acc {test['acc']:.2%}"
     learning_curves(progress.history, run_dir / "learning_curves.png", title)
     if trainer.flow is not None:
         gradient_flow(trainer.flow.rows, run_dir / "gradient_flow.png", title)

@@ -22,7 +22,7 @@ from dlcli.diagnostics import GradientFlow
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
 from dlcli.errors import DivergedError, Interrupted
 from dlcli.files import write_metrics
-from dlcli.optim import Optimizer, Schedule
+from dlcli.optim import Schedule, load_optimizer_state, optimizer_state
 from dlcli.regularization import Penalty
 from dlcli.settings import TrainerSettings
 
@@ -52,7 +52,8 @@ class Trainer:
     data: DataBundle
     loss_fn: nn.Module
     penalty: Penalty
-    optimizer: Optimizer
+    optimizer: torch.optim.Optimizer
+    optimizer_target: str  # the config's _target_, kept in checkpoints so a resume checks it
     schedule: Schedule
     settings: TrainerSettings
     run_dir: Path
@@ -190,7 +191,7 @@ class Trainer:
         save_checkpoint(self.checkpoint_dir / name, {
             "config": self.config,
             "model": getattr(self.model, "_orig_mod", self.model).state_dict(),  # without torch.compile's wrapper
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state(self.optimizer_target, self.optimizer),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # fp16's loss scale
             "epoch": p.epoch,
@@ -203,7 +204,7 @@ class Trainer:
         })
 
     def resume_from(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer_target, self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

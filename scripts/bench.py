@@ -7,10 +7,10 @@
 
 For each model, on its dataset's shape (MNIST for mlp and lenet, CIFAR-10 for alexnet), one
 process times, with the same model, batch, optimizer (SGD, momentum 0.9) and threads:
-  dlcli   - dlcli's own training loop (Trainer.train_epoch on device-resident uint8 data, dlcli's SGD);
+  dlcli   - dlcli's own training loop (Trainer.train_epoch on device-resident uint8 data);
   recipe  - torchvision dataset + ToTensor/Normalize + DataLoader, the usual tutorial loop;
   floor   - one resident batch, forward + backward + step only: what the model itself costs.
-recipe and floor step with torch.optim.SGD (fused on CUDA), the reference dlcli's own SGD is held to.
+All three step with torch.optim.SGD (fused on CUDA), built as dlcli builds it for the floor and recipe too.
 Rounds alternate between the three so that machine noise hits them alike; the median counts.
 Real MNIST is used when found (data.root / DLCLI_DATA / ../shared/data), synthetic data of the
 same shape otherwise (always for CIFAR-10 here).
@@ -39,13 +39,13 @@ from dlcli.models import build_model  # noqa: E402
 from dlcli.optim import build_optimizer, build_schedule  # noqa: E402
 from dlcli.regularization import Penalty  # noqa: E402
 from dlcli.settings import (AlexNetSettings, LeNetSettings, MLPSettings, RegularizationSettings,  # noqa: E402
-                            SchedulerSettings, SGDSettings, TrainerSettings)
+                            SGDSettings, TrainerSettings)
 from dlcli.trainer import Trainer, evaluate  # noqa: E402
 
 MODELS = {
-    "mlp": (MLPSettings("mlp", depth=2, width=512), "mnist"),
-    "lenet": (LeNetSettings("lenet", activation="relu", pooling="max"), "mnist"),
-    "alexnet": (AlexNetSettings("alexnet", width=0.25), "cifar10"),
+    "mlp": (MLPSettings(depth=2, width=512, dropout=0.0), "mnist"),
+    "lenet": (LeNetSettings(activation="relu", pooling="max"), "mnist"),
+    "alexnet": (AlexNetSettings(width=0.25), "cifar10"),
 }
 MEAN_STD = {"mnist": ([0.1307], [0.3081]), "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
 
@@ -96,15 +96,15 @@ class Contenders:
         self.model = build_model(settings, self.data.input_shape, 10).to(device)
         if channels_last and device.type == "cuda" and len(self.data.input_shape) == 3:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(SGDSettings("sgd", lr=0.01, momentum=0.9), self.model)
+        self.optimizer = build_optimizer(SGDSettings(lr=0.01, momentum=0.9, nesterov=False), self.model, device)
         self.reference = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
                                          fused=device.type == "cuda" or None)
         self.loss_fn = CrossEntropy()
         self.precision = precision
         self.trainer = Trainer(
             model=self.model, data=self.data, loss_fn=self.loss_fn,
-            penalty=Penalty(RegularizationSettings("none"), []), optimizer=self.optimizer,
-            schedule=build_schedule(SchedulerSettings("none"), self.optimizer, 1, steps),
+            penalty=Penalty(RegularizationSettings(), []), optimizer=self.optimizer,
+            optimizer_target=SGDSettings._target_, schedule=build_schedule(None, self.optimizer, 1, steps),
             settings=TrainerSettings(batch_size=batch, progress=False, log_every=50, precision=precision,
                                      channels_last=channels_last),
             run_dir=Path(tempfile.mkdtemp()), config={},

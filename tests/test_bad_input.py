@@ -97,7 +97,7 @@ def test_resume_from_a_missing_checkpoint(dlcli, tmp_path, keepsake):
 
 
 def test_a_cnn_on_2d_points_is_refused(dlcli):
-    assert_one_line_error(dlcli("train", "model=lenet"), "a CNN needs image data")
+    assert_one_line_error(dlcli("train", "model=lenet", "data=toy"), "LeNet5 needs images", "use model=mlp")
 
 
 def test_diverging_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(dlcli, tmp_path):

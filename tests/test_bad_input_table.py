@@ -17,21 +17,21 @@ from conftest import FAST_TOY, assert_one_line_error
 
 CASES = [
     # unknown groups, options and keys
-    (["train", "model=resnet"], "choose one of: alexnet, lenet, mlp"),
+    (["train", "model=resnet"], "choose one of: alexnet, custom, lenet, mlp"),
     (["train", "data=imagenet"], "choose one of: cifar10, fashion_mnist, mnist, toy"),
     (["train", "optimizer=lamb"], "Could not find 'optimizer/lamb'"),
     (["train", "scheduler=warmup"], "Could not find 'scheduler/warmup'"),
     (["train", "trainer.epoks=3"], "trainer.epoks is not a key of trainer; did you mean trainer.epochs?"),
-    (["train", "model.heads=4"], "model.heads is not a key of model; the keys of this model option are: name, depth"),
+    (["train", "model.heads=4"], "model.heads is not a key of model; the keys of this model option are: _target_, depth"),
     (["train", "trainer.foo=1"], "the keys of this trainer option are: epochs, batch_size"),
     (["train", "modle=lenet"], "modle is not a config group or key; did you mean model?"),
     (["train", "optimizer=sgd", "optimizer.betas=[0.9,0.99]"],
-     "the keys of this optimizer option are: name, lr, momentum, nesterov, weight_decay"),
+     "the keys of this optimizer option are: _target_, lr, momentum, nesterov, weight_decay"),
     (["train", "data.name=mnist"], "choose a dataset with data=mnist"),
     (["eval", "checkpoint=x.pt", "+model=alexnet"], "model is not used by dlcli eval"),
     (["eval", "checkpoint=x.pt", "+optimizer.lr=5"], "optimizer is not used by dlcli eval"),
     (["eval", "checkpoint=x.pt", "+trainer.epochs=99"], "trainer.epochs is not used by dlcli eval"),
-    (["eval", "checkpoint=x.pt", "model.depth=3"], "it accepts: checkpoint, split, data.root, trainer.device"),
+    (["eval", "checkpoint=x.pt", "model.depth=3"], "it accepts: checkpoint, split, allow, data.root, trainer.device"),
     (["train", "-sc", "install=fish"], "the shell completion of dlcli is for bash"),
     (["train", "optimizer.lr=[1,"], "no viable alternative"),
     (["fit"], "unknown command 'fit'"),
@@ -67,7 +67,10 @@ CASES = [
     (["report", "/nonexistent/sweep"], "is not a folder"),
     (["train", "hydra.run.dir=/proc/nope/run"], "choose a writable folder"),
     # conflicting options
-    (["train", "model=lenet"], "a CNN needs image data"),
+    (["train", "model=lenet", "data=toy"], "LeNet5 needs images"),
+    (["train", "model=custom"], "model._target_ is required"),
+    (["train", "model=custom", "model._target_=no_such.Net"], "model._target_=no_such.Net cannot be imported"),
+    (["train", "optimizer._target_=torch.optim.Lamb"], "optimizer._target_=torch.optim.Lamb cannot be imported"),
     (["train", "optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=true"], "Nesterov needs"),
     (["train", "model.depth=3", "model.width=[64,32]"], "a list needs one width per hidden layer"),
     (["train", "-m", "optimizer.lr=0.1", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
@@ -169,20 +172,21 @@ def test_a_checkpoint_from_a_newer_dlcli_is_one_line(dlcli, tmp_path, toy_checkp
     assert_one_line_error(dlcli("eval", f"checkpoint={newer}"), "written by dlcli 9.0.0", "upgrade dlcli")
 
 
-def test_a_format_1_checkpoint_evaluates_but_does_not_resume(dlcli, tmp_path, toy_checkpoint):
-    """Format 1 held torch.optim's state: its weights still evaluate, its optimizer cannot go on."""
+def test_a_format_2_checkpoint_is_refused_by_eval_and_resume(dlcli, tmp_path, toy_checkpoint):
+    """Format 2 held dlcli's own optimizers and configs without _target_: neither can be rebuilt."""
     state = torch.load(toy_checkpoint, weights_only=True)
-    state["format"], state["optimizer"] = 1, {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
+    state["format"] = 2
     old = tmp_path / "old.pt"
     torch.save(state, old)
-    assert dlcli("eval", f"checkpoint={old}").returncode == 0
     before = old.read_bytes()
-    assert_one_line_error(dlcli("train", *FAST_TOY, f"trainer.resume={old}"), "in format 1", "cannot resume")
+    assert_one_line_error(dlcli("eval", f"checkpoint={old}"), "in format 2", "train it again")
+    assert_one_line_error(dlcli("train", *FAST_TOY, f"trainer.resume={old}"), "in format 2", "cannot resume")
     assert old.read_bytes() == before
 
 
 def test_resuming_with_another_optimizer_or_schedule_is_one_line(dlcli, toy_checkpoint):
     proc = dlcli("train", *FAST_TOY, "optimizer=sgd", f"trainer.resume={toy_checkpoint}")
-    assert_one_line_error(proc, "optimizer state is for AdamW, not this run's SGD")
+    assert_one_line_error(proc, "optimizer is torch.optim.AdamW, not this run's torch.optim.SGD")
     proc = dlcli("train", *FAST_TOY, "scheduler=step", f"trainer.resume={toy_checkpoint}")
-    assert_one_line_error(proc, "lr schedule is cosine, not this run's step")
+    assert_one_line_error(proc, "lr schedule is torch.optim.lr_scheduler.CosineAnnealingLR, not this run's "
+                                "torch.optim.lr_scheduler.StepLR")

@@ -37,16 +37,17 @@ def test_train_help_lists_config_groups(dlcli):
 def test_cfg_job_prints_the_composed_config(dlcli):
     proc = dlcli("train", "model=lenet", "data=mnist", "optimizer.lr=0.2", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
-    assert "name: lenet" in proc.stdout and "lr: 0.2" in proc.stdout
+    assert "_target_: dlcli.models.LeNet5" in proc.stdout and "lr: 0.2" in proc.stdout
 
 
 def test_config_dir_adds_a_users_own_option(dlcli, tmp_path):
     mine = tmp_path / "my_configs" / "model"
     mine.mkdir(parents=True)
-    (mine / "tiny_mlp.yaml").write_text("name: mlp\ndepth: 1\nwidth: 8\nactivation: tanh\n")
+    (mine / "tiny_mlp.yaml").write_text("defaults: [mlp]\ndepth: 1\nwidth: 8\nactivation: tanh\n")
     proc = dlcli("train", "--config-dir", str(tmp_path / "my_configs"), "model=tiny_mlp", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
     assert "width: 8" in proc.stdout and "activation: tanh" in proc.stdout
+    assert "dropout: 0.2" in proc.stdout  # what the file leaves out is the built-in mlp's
 
 
 def test_eval_help_lists_only_what_eval_uses(dlcli):
@@ -73,4 +74,5 @@ complete_line "dlcli eval sp"
 """)
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["train", "model=alexnet model=lenet model=mlp", "optimizer.lr=", "split="]
+    assert proc.stdout.splitlines() == ["train", "model=alexnet model=custom model=lenet model=mlp", "optimizer.lr=",
+                                        "split="]

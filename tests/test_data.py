@@ -9,7 +9,7 @@ import torch
 from dlcli.data import batches_per_epoch, crop_and_flip, load_data, train_batches
 from dlcli.errors import DataError
 from dlcli.images import load_images
-from dlcli.settings import ImageDataSettings, ToyDataSettings
+from dlcli.settings import CIFAR10Settings, ToyDataSettings
 from dlcli.toy import make_toy
 
 CPU = torch.device("cpu")
@@ -25,7 +25,7 @@ def test_toy_sets_are_balanced_2d_and_reproducible(name, classes):
 
 
 def test_validation_split_is_carved_from_train_and_fixed_by_the_seed():
-    settings = ToyDataSettings("moons", n_samples=1000)
+    settings = ToyDataSettings(name="moons", n_samples=1000)
     a = load_data(settings, seed=3, val_fraction=0.2, device=CPU)
     b = load_data(settings, seed=3, val_fraction=0.2, device=CPU)
     c = load_data(settings, seed=4, val_fraction=0.2, device=CPU)
@@ -36,7 +36,7 @@ def test_validation_split_is_carved_from_train_and_fixed_by_the_seed():
 
 
 def test_train_batches_cover_the_epoch_once_in_seeded_order():
-    data = load_data(ToyDataSettings("xor", n_samples=1000), seed=0, val_fraction=0.1, device=CPU)
+    data = load_data(ToyDataSettings(name="xor", n_samples=1000), seed=0, val_fraction=0.1, device=CPU)
     seen = torch.cat([y for _, y in train_batches(data, 64, torch.Generator().manual_seed(5))])
     again = torch.cat([y for _, y in train_batches(data, 64, torch.Generator().manual_seed(5))])
     assert len(seen) == 900 == 14 * 64 + 4 and torch.equal(seen, again)
@@ -127,7 +127,7 @@ def test_cifar_normalization_and_augmentation_shapes(tmp_path, monkeypatch):
 
     write_cifar(tmp_path)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
-    settings = ImageDataSettings("cifar10", root=str(tmp_path), download=False, mean=[0.5] * 3, std=[0.25] * 3,
+    settings = CIFAR10Settings(root=str(tmp_path), download=False, mean=[0.5] * 3, std=[0.25] * 3,
                                  augment=True)
     data = load_data(settings, seed=0, val_fraction=0.1, device=CPU)
     x, y = next(train_batches(data, 16, torch.Generator().manual_seed(0)))

@@ -10,7 +10,7 @@ from torch import nn
 from dlcli.data import data_shape
 from dlcli.gradcheck import check_gradients
 from dlcli.losses import build_loss
-from dlcli.models import MODELS, build_model, count_parameters
+from dlcli.models import build_model, count_parameters
 from dlcli.regularization import Penalty, penalized_weights
 from dlcli.settings import load_settings
 from dlcli.summary import layer_table
@@ -66,7 +66,7 @@ class DoubledBackward(torch.autograd.Function):
 
 
 class BrokenMLP(nn.Module):
-    def __init__(self, settings, input_shape, num_classes):
+    def __init__(self, input_shape, num_classes):
         super().__init__()
         self.first = nn.Linear(input_shape[0], 8)
         self.output = nn.Linear(8, num_classes)
@@ -76,12 +76,11 @@ class BrokenMLP(nn.Module):
 
 
 def test_gradcheck_fails_on_a_wrong_backward_and_names_the_layer(monkeypatch, capsys):
-    monkeypatch.setitem(MODELS, "mlp", BrokenMLP)
     monkeypatch.setattr(sys, "argv", ["dlcli"])
     from dlcli.cli import main
 
-    with pytest.raises(SystemExit) as info:
-        main(["gradcheck", "data=toy", "gradcheck.samples=0"])
+    with pytest.raises(SystemExit) as info:  # a user's model, by its _target_ like any other
+        main(["gradcheck", "data=toy", "model=custom", f"model._target_={__name__}.BrokenMLP", "gradcheck.samples=0"])
     assert info.value.code == 1
     out = capsys.readouterr()
     assert "gradient check failed for first.weight, first.bias" in out.err

@@ -8,7 +8,7 @@ from torch import nn
 from dlcli.losses import build_loss
 from dlcli.optim import build_optimizer
 from dlcli.regularization import Penalty, penalized_weights
-from dlcli.settings import LossSettings, RegularizationSettings, SGDSettings
+from dlcli.settings import SCHEMAS, RegularizationSettings, SGDSettings
 
 torch.set_default_dtype(torch.float64)
 LOSSES = ["cross_entropy", "nll", "mse", "hinge"]
@@ -38,7 +38,7 @@ def batch():
 @pytest.mark.parametrize("name", LOSSES)
 def test_loss_gradient_matches_central_differences(name, batch):
     z, y = batch
-    loss_fn = build_loss(LossSettings(name))
+    loss_fn = build_loss(SCHEMAS["loss"][name]())
     z = z.clone().requires_grad_(True)
     loss_fn(z, y).backward()
     with torch.no_grad():
@@ -50,20 +50,20 @@ def test_cross_entropy_and_nll_are_minus_log_softmax_of_the_label(batch):
     z, y = batch
     expected = -torch.log(torch.softmax(z, 1)[torch.arange(6), y]).mean()
     for name in ("cross_entropy", "nll"):
-        assert build_loss(LossSettings(name))(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
+        assert build_loss(SCHEMAS["loss"][name]())(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_quadratic_loss_is_half_squared_error_on_probabilities(batch):
     z, y = batch
     p = torch.softmax(z, 1)
     expected = sum(0.5 * ((p[i] - F.one_hot(y[i], 4)) ** 2).sum() for i in range(6)) / 6
-    assert build_loss(LossSettings("mse"))(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert build_loss(SCHEMAS["loss"]["mse"]())(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_hinge_is_the_multiclass_margin(batch):
     z, y = batch
     expected = sum(max(0.0, 1 - z[i, y[i]] + z[i, j]) for i in range(6) for j in range(4) if j != y[i]) / (6 * 4)
-    assert build_loss(LossSettings("hinge"))(z, y).item() == pytest.approx(float(expected), rel=1e-12)
+    assert build_loss(SCHEMAS["loss"]["hinge"]())(z, y).item() == pytest.approx(float(expected), rel=1e-12)
 
 
 def tiny_net() -> nn.Module:
@@ -105,7 +105,10 @@ def test_l2_gradient_is_two_lambda_w():
 
 def test_optimizer_weight_decay_skips_biases_and_norms():
     net = tiny_net()
-    opt = build_optimizer(SGDSettings("sgd", lr=0.1, momentum=0.0, weight_decay=0.5), net)
+    net[0].bias.requires_grad_(False)  # frozen: no optimizer group holds it
+    opt = build_optimizer(SGDSettings(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.5), net,
+                          torch.device("cpu"))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(net[0].weight), id(net[3].weight)}
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters())) - 1
+    assert isinstance(opt, torch.optim.SGD)

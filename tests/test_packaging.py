@@ -23,4 +23,4 @@ def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, "train", "model=lenet", "--cfg", "job"], cwd=elsewhere,
                           env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(str(target)) and "name: lenet" in proc.stdout
+    assert proc.stdout.startswith(str(target)) and "_target_: dlcli.models.LeNet5" in proc.stdout

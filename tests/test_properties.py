@@ -49,7 +49,7 @@ def test_any_valid_combination_takes_a_training_step(choice):
     shape, classes = data_shape(s.data)
     model = build_model(s.model, shape, classes)
     loss_fn, penalty = build_loss(s.loss), Penalty(s.regularization, penalized_weights(model))
-    optimizer = build_optimizer(s.optimizer, model)
+    optimizer = build_optimizer(s.optimizer, model, torch.device("cpu"))
     schedule = build_schedule(s.scheduler, optimizer, epochs=2, steps_per_epoch=3)
     x, y = torch.randn(8, *shape), torch.arange(8) % classes
     before = [p.detach().clone() for p in model.parameters()]

@@ -1,11 +1,16 @@
-"""Configs compose for every group option, and each bad value is one line naming the key."""
+"""Configs compose for every group option, each default is written once, and each bad value is one line."""
+
+from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+import dlcli.configs
 from dlcli.errors import ConfigError
-from dlcli.settings import ImageDataSettings, MLPSettings, load_settings
+from dlcli.settings import (SCHEMAS, ImageDataSettings, LeNetSettings, MLPSettings, composition_error, load_settings,
+                            short_name)
 
 GROUPS = {
     "model": ["mlp", "lenet", "alexnet"],
@@ -13,25 +18,76 @@ GROUPS = {
     "loss": ["cross_entropy", "nll", "mse", "hinge"],
     "regularization": ["none", "l2", "l1", "elastic"],
     "optimizer": ["sgd", "adam", "adamw", "rmsprop", "adagrad"],
-    "scheduler": ["none", "step", "cosine", "onecycle", "plateau"],
+    "scheduler": ["step", "cosine", "onecycle", "plateau"],
 }
+CONFIGS = Path(dlcli.configs.__path__[0])
 
 
-def compose_train(*overrides: str):
-    with initialize_config_module("dlcli.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+def compose_train(*overrides: str, config_dir: Path | None = None):
+    """The composed train config; a value Hydra's typed schemas refuse becomes dlcli's ConfigError, as in the CLI."""
+    try:
+        if config_dir is None:
+            with initialize_config_module("dlcli.configs", version_base="1.3"):
+                return compose("train", overrides=list(overrides))
+        from hydra import initialize_config_dir
+
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+    except Exception as exc:
+        message = composition_error(exc)
+        if message is None:
+            raise
+        raise ConfigError(message) from None
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
 def test_every_option_composes_and_validates(group, option):
-    extra = ["data=mnist"] if group == "model" and option != "mlp" else []
-    settings = load_settings(compose_train(f"{group}={option}", *extra))
-    assert getattr(settings, group).name in (option, "spirals")
+    settings = load_settings(compose_train(f"{group}={option}"))
+    assert short_name(getattr(settings, group)) in (option, "spirals")
 
 
 def test_defaults():
     s = load_settings(compose_train())
     assert isinstance(s.model, MLPSettings) and s.data.name == "spirals" and s.trainer.device == "auto"
+    assert s.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
+    assert load_settings(compose_train("scheduler=none")).scheduler is None
+
+
+def test_an_image_model_without_a_data_choice_trains_on_mnist():
+    s = load_settings(compose_train("model=lenet"))
+    assert isinstance(s.model, LeNetSettings) and s.data.name == "mnist"
+    assert load_settings(compose_train("model=alexnet")).data.name == "mnist"
+    assert load_settings(compose_train("model=lenet", "data=fashion_mnist")).data.name == "fashion_mnist"
+    assert load_settings(compose_train("data=cifar10", "model=lenet")).data.name == "cifar10"
+
+
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
+def test_each_default_is_written_once_in_its_schema(group):
+    """The YAML options only inherit their schema: a value written there too could disagree with it."""
+    for option, schema in SCHEMAS[group].items():
+        text = yaml.safe_load((CONFIGS / group / f"{option}.yaml").read_text())
+        assert set(text) == {"defaults"}, f"{group}/{option}.yaml sets values of its own: {set(text) - {'defaults'}}"
+        assert text["defaults"][0] == f"base_{option}"
+        composed = OmegaConf.to_container(compose_train(f"{group}={option}")[group], resolve=True)
+        assert composed == OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)
+
+
+def test_a_users_yaml_inherits_the_built_in_options_values(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "funnel.yaml").write_text("defaults: [mlp]\ndepth: 3\nwidth: [128,64,32]\n")
+    s = load_settings(compose_train("model=funnel", config_dir=_with_packaged(tmp_path)))
+    assert s.model.depth == 3 and s.model.width == [128, 64, 32]
+    assert s.model.dropout == MLPSettings().dropout and s.model.activation == MLPSettings().activation
+
+
+def _with_packaged(user_dir: Path) -> Path:
+    """A config dir holding the packaged configs and the user's, as --config-dir would combine them."""
+    import shutil
+
+    combined = user_dir.parent / "combined"
+    shutil.copytree(CONFIGS, combined, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shutil.copytree(user_dir / "model", combined / "model", dirs_exist_ok=True)
+    return combined
 
 
 def test_data_root_defaults_to_the_environment_variable(monkeypatch):
@@ -63,7 +119,6 @@ BAD = [
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0"),
     (["data.name=swirl"], "data.name='swirl'"),
     (["data.classes=4", "data.name=moons"], "data.classes=4"),
-    (["model=lenet"], "model='lenet'"),
     (["data=mnist", "data.subset=3"], "data.subset=3"),
     (["model.batch_norm=maybe"], "model.batch_norm='maybe'"),
     (["trainer.precision=16"], "trainer.precision='16'"),
@@ -83,3 +138,10 @@ def test_an_unknown_key_in_a_users_config_is_refused():
     cfg["model"] = {**cfg["model"], "heads": 4}
     with pytest.raises(ConfigError, match=r"model.heads=4 is invalid: not a key of this model option"):
         load_settings(cfg)
+
+
+def test_a_target_without_a_schema_gets_its_keys_as_they_are():
+    s = load_settings(compose_train("model=custom", "model._target_=my_nets.Net", "+model.hidden=64"))
+    assert s.model._target_ == "my_nets.Net" and s.model.kwargs == {"hidden": 64}
+    with pytest.raises(ConfigError, match="model._target_ is required"):
+        load_settings(compose_train("model=custom"))

@@ -60,7 +60,7 @@ def test_checkpoint_holds_everything_to_resume_and_evaluate(toy_run):
     for key in ("model", "optimizer", "scheduler", "epoch", "step", "config", "metrics", "rng", "dlcli_version"):
         assert key in state
     assert state["epoch"] == 10 and len(state["metrics"]) == 10
-    assert state["config"]["model"]["name"] == "mlp" and "hydra" not in state["config"]
+    assert state["config"]["model"]["_target_"] == "dlcli.models.MLP" and "hydra" not in state["config"]
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == json.loads((run / "summary.json").read_text())["best_epoch"]
 

@@ -1,0 +1,142 @@
+"""A user's own model class, images, table and optimizer train end to end from the CLI, and
+`dlcli eval` reproduces each test accuracy; a checkpoint whose config builds anything else runs nothing."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import FAST_TOY, assert_one_line_error, run_dir_of
+
+MY_NETS = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, input_shape, num_classes, hidden):
+        super().__init__()
+        assert isinstance(input_shape, tuple)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), hidden), nn.Tanh(),
+                                  nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+'''
+QUIET = ["trainer.progress=false", "hydra.run.dir=run"]
+TOY = [k for k in FAST_TOY if not k.startswith("model.")]  # a user's model has keys of its own
+
+
+def train_and_eval(dlcli, cwd, *args, allow=()):
+    proc = dlcli("train", *args, *QUIET, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((cwd / "run" / "summary.json").read_text())
+    extra = [f"allow=[{','.join(allow)}]"] if allow else []
+    proc = dlcli("eval", "checkpoint=run/checkpoints/best.pt", "hydra.run.dir=evaluated", *extra, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((cwd / "evaluated" / "eval.json").read_text())
+    assert report["acc"] == summary["test_acc"]
+    return summary, report
+
+
+def test_a_model_class_in_the_users_own_file(dlcli, tmp_path):
+    (tmp_path / "my_nets.py").write_text(MY_NETS)
+    summary, report = train_and_eval(dlcli, tmp_path, *TOY, "data.name=moons", "trainer.batch_size=16", "model=custom",
+                                     "model._target_=my_nets.Net", "+model.hidden=32", allow=["my_nets"])
+    assert summary["test_acc"] > 0.75 and report["model"] == "Net"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert state["config"]["model"] == {"_target_": "my_nets.Net", "hidden": 32}  # what eval rebuilds
+    # without the user's word, a checkpoint may not import their module
+    proc = dlcli("eval", "checkpoint=run/checkpoints/best.pt", cwd=tmp_path)
+    assert_one_line_error(proc, "was refused", "model._target_='my_nets.Net'", "allow=[my_nets]")
+
+
+def test_a_model_class_that_does_not_fit_is_one_line(dlcli, tmp_path):
+    (tmp_path / "my_nets.py").write_text(MY_NETS)
+    proc = dlcli("train", *TOY, "model=custom", "model._target_=my_nets.Net", cwd=tmp_path)
+    assert_one_line_error(proc, "model._target_=my_nets.Net rejected its arguments", "hidden")
+    proc = dlcli("train", *TOY, "model=custom", "model._target_=my_nets.Missing", cwd=tmp_path)
+    assert_one_line_error(proc, "model._target_=my_nets.Missing cannot be imported")
+    proc = dlcli("train", *TOY, "model=custom", "model._target_=torch.tanh", cwd=tmp_path)
+    assert_one_line_error(proc, "is not a torch.nn.Module class")
+    assert not (tmp_path / "outputs").exists()
+
+
+def write_images(root, sizes_and_modes):
+    """Two classes a small net can tell apart: bright squares on dark, and dark on bright."""
+    from PIL import Image
+
+    for cls, (fg, bg) in {"bright": (230, 20), "dark": (20, 230)}.items():
+        for split, count in (("train", 24), ("test", 8)):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                size, mode = sizes_and_modes[i % len(sizes_and_modes)]
+                image = Image.new("L", (size, size), bg)
+                image.paste(fg, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+                image.convert(mode).save(folder / f"{i}.{'jpg' if mode == 'RGB' and i % 2 else 'png'}")
+
+
+def test_an_image_folder_of_mixed_sizes_and_modes(dlcli, tmp_path):
+    write_images(tmp_path / "pictures", [(20, "L"), (32, "RGB"), (24, "RGBA"), (28, "P")])
+    summary, report = train_and_eval(dlcli, tmp_path, "data=image_folder", "data.root=pictures", "data.image_size=16",
+                                     "model=lenet", "trainer.epochs=8", "trainer.batch_size=8", "optimizer.lr=0.01")
+    assert report["classes"] == ["bright", "dark"] and report["n"] == 16
+    assert summary["test_acc"] >= 0.9
+
+
+def test_a_csv_table_with_string_labels(dlcli, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g)
+    labels = ["cat" if a + 2 * b > 0 else "dog" for a, b, _ in x.tolist()]
+    rows = ["f1,f2,f3,animal"] + [f"{a:.4f},{b:.4f},{c:.4f},{lab}" for (a, b, c), lab in zip(x.tolist(), labels)]
+    (tmp_path / "animals.csv").write_text("\n".join(rows) + "\n")
+    summary, report = train_and_eval(dlcli, tmp_path, "data=csv", "data.path=animals.csv", "data.label=animal",
+                                     "trainer.epochs=5", "model.width=16")
+    assert report["classes"] == ["cat", "dog"] and summary["test_acc"] >= 0.9
+
+
+def test_any_torch_optimizer_and_its_state_in_the_checkpoint(dlcli, tmp_path):
+    proc = dlcli("train", *FAST_TOY, "optimizer._target_=torch.optim.NAdam", *QUIET)
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    saved = state["optimizer"]
+    assert saved["target"] == "torch.optim.NAdam" and "momentum_decay" in saved["state"]["param_groups"][0]
+    assert state["scheduler"]["target"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory, cache_dir):
+    import os
+    import subprocess
+    import sys
+
+    where = tmp_path_factory.mktemp("ckpt")
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where,
+                   env=env, check=True, capture_output=True)
+    return where / "run" / "checkpoints" / "best.pt"
+
+
+CRAFTED = [
+    ("model", {"_target_": "os.system", "command": "touch {marker}"}),
+    ("model", {"_target_": "subprocess.run", "args": ["touch", "{marker}"]}),
+    ("model", {"_target_": "builtins.exec", "source": "open('{marker}', 'w')"}),
+    ("model", {"_target_": "dlcli.models.MLP", "depth": {"_target_": "os.system", "command": "touch {marker}"}}),
+    ("data", {"_target_": "posix.system", "command": "touch {marker}"}),
+    ("loss", {"_target_": "torch.load", "f": "{marker}"}),
+    ("optimizer", {"_target_": "torch.hub.load", "repo_or_dir": "x", "model": "y"}),
+]
+
+
+@pytest.mark.parametrize("group,section", CRAFTED, ids=[s["_target_"] for _, s in CRAFTED])
+def test_a_checkpoint_whose_config_builds_anything_else_runs_nothing(dlcli, tmp_path, toy_checkpoint, group,
+                                                                      section):
+    marker = tmp_path / "pwned"
+    state = torch.load(toy_checkpoint, weights_only=True)
+    state["config"][group] = json.loads(json.dumps(section).replace("{marker}", str(marker)))
+    crafted = tmp_path / "crafted.pt"
+    torch.save(state, crafted)
+    proc = dlcli("eval", f"checkpoint={crafted}")
+    assert_one_line_error(proc, "was refused", "outside dlcli, torch.nn, torch.optim")
+    assert not marker.exists() and not (tmp_path / "outputs").exists()
