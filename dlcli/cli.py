@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if unused:  # before Hydra: composing +model=alexnet would fail on the model's own defaults first
         print(f"dlcli: error: {unused}", file=sys.stderr)
         return 2
+    launching = {"-m", "--multirun"} & set(args) and not {"-c", "--cfg", "-i", "--info", "--help", "-h"} & set(args)
+    slurm = any(a in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for a in args)
+    if launching and slurm and not shutil.which("srun"):
+        print(f"dlcli: error: {NO_SLURM}", file=sys.stderr)  # before Hydra makes the sweep folder
+        return 2
     # let Hydra's own errors (unknown option or key, bad override syntax) reach us, to print them as one line
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
@@ -75,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if os.environ.get("DLCLI_DEBUG"):
             raise
-        if _is_missing_slurm(exc):
-            print("dlcli: error: SLURM is not available here (no srun command); use hydra/launcher=submitit_local "
-                  "to try the same submitit path on this machine, or submit from a SLURM login node", file=sys.stderr)
+        if _is_missing_slurm(exc):  # a SLURM launcher chosen in a config file rather than on the command line
+            print(f"dlcli: error: {NO_SLURM}", file=sys.stderr)
             return 2
         # Hydra refusing the command line or the config, or the run folder it could not make
         if not isinstance(exc, (HydraException, OmegaConfBaseException, ValueError, OSError, DlcliError)):
@@ -88,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlcli: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+NO_SLURM = ("SLURM is not available here (no srun command); use hydra/launcher=submitit_local to try the same "
+            "submitit path on this machine, or submit from a SLURM login node")
 
 
 def _unused_by_eval(overrides: list[str]) -> str | None:

@@ -24,7 +24,8 @@ import torch
 
 from dlcli.errors import ConfigError, DataError
 from dlcli.images import _cache_file, _one_line, _read_cache, _write_cache
-from dlcli.tabular import Loaded, check_fraction, hold_out
+from dlcli.data import Loaded
+from dlcli.tabular import check_fraction, hold_out
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, written out so that a cache hit never imports torchvision
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

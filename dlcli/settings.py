@@ -173,6 +173,72 @@ class CIFAR10Settings(ImageDataSettings):
     flip: bool = True
 
 
+def _required(key: str, value: Any, example: str) -> None:
+    if value == "???":
+        raise ConfigError(f"{key} is required: {example}")
+
+
+def _check_split(seed: int, test_fraction: float, subset: Optional[int]) -> None:
+    require(0.0 < test_fraction < 1.0, "data.test_fraction", test_fraction,
+            "a fraction in (0, 1), held out as the test split when the data has none")
+    require(seed >= 0, "data.seed", seed, "an integer >= 0")
+    require(subset is None or subset >= 10, "data.subset", subset, "null (all training rows) or an integer >= 10")
+
+
+@dataclass
+class ImageFolderSettings:
+    """Your own images in torchvision's ImageFolder layout: <root>/<class>/*.png, or with train/ and test/."""
+
+    _target_: str = "dlcli.folders.load_image_folder"
+    root: str = "???"  # the image folder
+    channels: Optional[int] = None  # 1 or 3; null: 1 if the first image is grayscale, else 3
+    image_size: Any = None  # 32 (square) or [height, width]; null: the first image's size
+    test_fraction: float = 0.2  # held out, per class, when there is no test/ folder
+    seed: int = 0  # of that test split: fixed apart from trainer.seed, so every run is scored on the same one
+    subset: Optional[int] = None
+    augment: bool = False
+    crop_padding: int = 4
+    flip: bool = False  # mirroring can change the class (digits, text); true suits most photos
+
+    def __post_init__(self) -> None:
+        _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
+        _check_split(self.seed, self.test_fraction, self.subset)
+        require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
+
+
+@dataclass
+class CSVSettings:
+    """A table with a header row: one label column, every other column a numeric feature."""
+
+    _target_: str = "dlcli.tabular.load_csv"
+    path: str = "???"  # the CSV file
+    label: str = "???"  # the column holding the class (names or integers)
+    test_path: Optional[str] = None  # a CSV with the same columns as the test split; null: hold out test_fraction
+    test_fraction: float = 0.2
+    seed: int = 0  # of the held-out test split, fixed apart from trainer.seed
+    subset: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _required("data.path", self.path, "the CSV file, e.g. data.path=iris.csv")
+        _required("data.label", self.label, "the name of the label column, e.g. data.label=species")
+        _check_split(self.seed, self.test_fraction, self.subset)
+
+
+@dataclass
+class ArraysSettings:
+    """An .npz file with x [N, F] and y [N], and optionally x_test and y_test."""
+
+    _target_: str = "dlcli.tabular.load_arrays"
+    path: str = "???"  # the .npz file
+    test_fraction: float = 0.2
+    seed: int = 0  # of the held-out test split, fixed apart from trainer.seed
+    subset: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _required("data.path", self.path, "the .npz file, e.g. data.path=features.npz")
+        _check_split(self.seed, self.test_fraction, self.subset)
+
+
 # --- loss and regularization -----------------------------------------------------------------------
 
 
@@ -405,7 +471,8 @@ class Custom:
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings},
     "data": {"toy": ToyDataSettings, "mnist": ImageDataSettings, "fashion_mnist": FashionMNISTSettings,
-             "cifar10": CIFAR10Settings},
+             "cifar10": CIFAR10Settings, "image_folder": ImageFolderSettings, "csv": CSVSettings,
+             "arrays": ArraysSettings},
     "loss": {"cross_entropy": CrossEntropySettings, "nll": NLLSettings, "mse": MSESettings, "hinge": HingeSettings},
     "regularization": {"none": RegularizationSettings, "l1": L1Settings, "l2": L2Settings,
                        "elastic": ElasticSettings},
@@ -417,7 +484,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 BY_TARGET = {g: {cls._target_: cls for cls in options.values() if hasattr(cls, "_target_")}
              for g, options in SCHEMAS.items()}
-BY_TARGET["data"] = {ToyDataSettings._target_: ToyDataSettings}  # the image sets share a target: chosen by name
+# the torchvision sets share a target: load_settings chooses their schema by name
+BY_TARGET["data"] = {cls._target_: cls for cls in (ToyDataSettings, ImageFolderSettings, CSVSettings, ArraysSettings)}
 IMAGE_SCHEMAS = {cls.name: cls for cls in (ImageDataSettings, FashionMNISTSettings, CIFAR10Settings)}
 
 

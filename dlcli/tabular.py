@@ -14,27 +14,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dlcli.data import Loaded
 from dlcli.errors import ConfigError, DataError
-
-
-@dataclass
-class Loaded:
-    """A dataset as a loader returns it: whole splits as CPU tensors, before the validation split and the device."""
-
-    train_x: torch.Tensor  # uint8 [N, C, H, W] images, or float32 [N, F] features
-    train_y: torch.Tensor  # int64 [N], class indices 0..K-1
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: tuple[str, ...]  # class names, index = label
-    mean: list[float]  # per channel in [0,1] pixel units for images; per feature for tables (from the training split)
-    std: list[float]  # idem, every value > 0 (1.0 where a channel or feature is constant)
 
 
 _NPZ_HINT = "save it with np.savez(path, x=features, y=labels) (optionally x_test=..., y_test=...)"

@@ -29,8 +29,9 @@ def train(cfg: DictConfig) -> float:
         from dlcli.images import check_sources
 
         check_sources(settings.data.name, settings.data.root, settings.data.download)  # before torch's import
-        # checkpoints must find the data again from any working directory
-        config["data"]["root"] = str(Path(settings.data.root).expanduser().resolve())
+    for key in ("root", "path", "test_path"):  # checkpoints must find the data again from any working directory
+        if isinstance(config["data"].get(key), str):
+            config["data"][key] = str(Path(config["data"][key]).expanduser().resolve())
     summary = run_training(settings, config, Path(HydraConfig.get().runtime.output_dir))
     return summary["best_val_acc"]
 

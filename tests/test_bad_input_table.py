@@ -7,6 +7,7 @@ another architecture, another number of classes, a newer format.
 import hashlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from conftest import FAST_TOY, assert_one_line_error
 CASES = [
     # unknown groups, options and keys
     (["train", "model=resnet"], "choose one of: alexnet, custom, lenet, mlp"),
-    (["train", "data=imagenet"], "choose one of: cifar10, fashion_mnist, mnist, toy"),
+    (["train", "data=imagenet"], "choose one of: arrays, cifar10, csv, custom, fashion_mnist, image_folder, mnist, toy"),
     (["train", "optimizer=lamb"], "Could not find 'optimizer/lamb'"),
     (["train", "scheduler=warmup"], "Could not find 'scheduler/warmup'"),
     (["train", "trainer.epoks=3"], "trainer.epoks is not a key of trainer; did you mean trainer.epochs?"),
@@ -78,6 +79,8 @@ CASES = [
 ]
 if not torch.cuda.is_available():
     CASES.append((["train", "trainer.device=cuda"], "no CUDA GPU is visible"))
+if shutil.which("srun") is None:
+    CASES.append((["train", "-m", "hydra/launcher=slurm", "trainer.epochs=1"], "SLURM is not available here"))
 
 
 def snapshot(folder):

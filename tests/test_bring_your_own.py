@@ -92,7 +92,7 @@ def test_a_csv_table_with_string_labels(dlcli, tmp_path):
     rows = ["f1,f2,f3,animal"] + [f"{a:.4f},{b:.4f},{c:.4f},{lab}" for (a, b, c), lab in zip(x.tolist(), labels)]
     (tmp_path / "animals.csv").write_text("\n".join(rows) + "\n")
     summary, report = train_and_eval(dlcli, tmp_path, "data=csv", "data.path=animals.csv", "data.label=animal",
-                                     "trainer.epochs=5", "model.width=16")
+                                     "trainer.epochs=10", "trainer.batch_size=16", "optimizer.lr=0.02", "model.width=16")
     assert report["classes"] == ["cat", "dog"] and summary["test_acc"] >= 0.9
 
 

@@ -67,7 +67,7 @@ def test_each_default_is_written_once_in_its_schema(group):
     for option, schema in SCHEMAS[group].items():
         text = yaml.safe_load((CONFIGS / group / f"{option}.yaml").read_text())
         assert set(text) == {"defaults"}, f"{group}/{option}.yaml sets values of its own: {set(text) - {'defaults'}}"
-        assert text["defaults"][0] == f"base_{option}"
+        assert text["defaults"][0] == f"/schema/{group}/{option}@_here_"
         composed = OmegaConf.to_container(compose_train(f"{group}={option}")[group], resolve=True)
         assert composed == OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)
 
