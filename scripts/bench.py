@@ -10,7 +10,7 @@ process times, with the same model, batch, optimizer (SGD, momentum 0.9) and thr
   dlcli   - dlcli's own training loop (Trainer.train_epoch on device-resident uint8 data);
   recipe  - torchvision dataset + ToTensor/Normalize + DataLoader, the usual tutorial loop;
   floor   - one resident batch, forward + backward + step only: what the model itself costs.
-All three step with torch.optim.SGD (fused on CUDA), built as dlcli builds it for the floor and recipe too.
+All three step with torch.optim.SGD (fused on CUDA).
 Rounds alternate between the three so that machine noise hits them alike; the median counts.
 Real MNIST is used when found (data.root / DLCLI_DATA / ../shared/data), synthetic data of the
 same shape otherwise (always for CIFAR-10 here).
@@ -235,7 +235,7 @@ def startup(root: Path | None, tiny: bool, device: str) -> dict:
         subset = ["data.subset=2000"] if tiny and root else []
         args = ["train", model, *data, *subset, "trainer.epochs=1", "trainer.progress=false",
                 f"trainer.device={device}", "hydra.run.dir=run"]
-        run_child(args, Path(tmp))  # fills the data cache
+        run_child([*args[:-1], "hydra.run.dir=warm-up"], Path(tmp))  # fills the data cache
         wall, usage, code = run_child(args, Path(tmp))
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text()) if code == 0 else {}
         return {"help_seconds": round(statistics.median(helps), 3), "train_run": " ".join(args[1:-1]),

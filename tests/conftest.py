@@ -57,6 +57,16 @@ def dlcli(tmp_path, cache_dir):
 
 
 @pytest.fixture(scope="session")
+def toy_checkpoint(tmp_path_factory, cache_dir) -> Path:
+    """last.pt of a finished toy run, for tests that read it or derive damaged and crafted ones from it."""
+    where = tmp_path_factory.mktemp("ckpt")
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where,
+                   env=env, check=True, capture_output=True)
+    return where / "run" / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST files; missing files fail the run on CI instead of skipping silently."""
     root = Path(os.environ.get("DLCLI_DATA", SHARED_DATA))

@@ -145,15 +145,6 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(dlcli, tmp_path):
     assert not marker.exists()
 
 
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory, cache_dir):
-    where = tmp_path_factory.mktemp("ckpt")
-    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where,
-                   env=env, check=True, capture_output=True)
-    return where / "run" / "checkpoints" / "last.pt"
-
-
 def test_a_truncated_checkpoint_is_one_line(dlcli, tmp_path, toy_checkpoint):
     cut = tmp_path / "cut.pt"
     cut.write_bytes(toy_checkpoint.read_bytes()[:5000])

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import FAST_TOY, assert_one_line_error, run_dir_of
+from conftest import FAST_TOY, assert_one_line_error
 
 MY_NETS = '''
 import torch
@@ -103,19 +103,6 @@ def test_any_torch_optimizer_and_its_state_in_the_checkpoint(dlcli, tmp_path):
     saved = state["optimizer"]
     assert saved["target"] == "torch.optim.NAdam" and "momentum_decay" in saved["state"]["param_groups"][0]
     assert state["scheduler"]["target"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
-
-
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory, cache_dir):
-    import os
-    import subprocess
-    import sys
-
-    where = tmp_path_factory.mktemp("ckpt")
-    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where,
-                   env=env, check=True, capture_output=True)
-    return where / "run" / "checkpoints" / "best.pt"
 
 
 CRAFTED = [
