@@ -1,6 +1,7 @@
 """`dlcli eval`: rebuild the model from the config inside a checkpoint and evaluate it."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
                           f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
                           "rebuild its model: train it again")
     allow = list(cfg.allow) if isinstance(cfg.allow, (list, ListConfig)) else [str(cfg.allow)]
+    if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder eval runs from
+        sys.path.insert(0, os.getcwd())
     check_targets(config, allow, f"checkpoint {path}")
     if cfg.data.root is not None:
         config["data"]["root"] = str(cfg.data.root)

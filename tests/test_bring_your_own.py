@@ -105,25 +105,33 @@ def test_any_torch_optimizer_and_its_state_in_the_checkpoint(dlcli, tmp_path):
     assert state["scheduler"]["target"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
+OUTSIDE = "outside dlcli, torch.nn, torch.optim"
 CRAFTED = [
-    ("model", {"_target_": "os.system", "command": "touch {marker}"}),
-    ("model", {"_target_": "subprocess.run", "args": ["touch", "{marker}"]}),
-    ("model", {"_target_": "builtins.exec", "source": "open('{marker}', 'w')"}),
-    ("model", {"_target_": "dlcli.models.MLP", "depth": {"_target_": "os.system", "command": "touch {marker}"}}),
-    ("data", {"_target_": "posix.system", "command": "touch {marker}"}),
-    ("loss", {"_target_": "torch.load", "f": "{marker}"}),
-    ("optimizer", {"_target_": "torch.hub.load", "repo_or_dir": "x", "model": "y"}),
+    ("model", {"_target_": "os.system", "command": "touch {marker}"}, OUTSIDE),
+    ("model", {"_target_": "subprocess.run", "args": ["touch", "{marker}"]}, OUTSIDE),
+    ("model", {"_target_": "builtins.exec", "source": "open('{marker}', 'w')"}, OUTSIDE),
+    ("model", {"_target_": "dlcli.models.MLP", "depth": {"_target_": "os.system", "command": "touch {marker}"}},
+     OUTSIDE),
+    ("model", {"_target_": "dlcli.models.MLP", "width": [{"_target_": "os.system", "command": "touch {marker}"}]},
+     OUTSIDE),
+    ("data", {"_target_": "posix.system", "command": "touch {marker}"}, OUTSIDE),
+    # allowed names on the way to something else: what they lead to must be allowed too
+    ("data", {"_target_": "dlcli.app.os.system", "command": "touch {marker}"}, OUTSIDE),
+    ("loss", {"_target_": "torch.nn.functional.torch.load", "f": "{marker}"}, OUTSIDE),
+    ("loss", {"_target_": "torch.load", "f": "{marker}"}, OUTSIDE),
+    ("optimizer", {"_target_": "torch.hub.load", "repo_or_dir": "x", "model": "y"}, OUTSIDE),
+    ("model", {"_target_": "dlcli.models.MLP", "depth": "${oc.env:HOME}"}, "holds an interpolation"),
 ]
 
 
-@pytest.mark.parametrize("group,section", CRAFTED, ids=[s["_target_"] for _, s in CRAFTED])
+@pytest.mark.parametrize("group,section,needle", CRAFTED, ids=[s["_target_"] for _, s, _ in CRAFTED])
 def test_a_checkpoint_whose_config_builds_anything_else_runs_nothing(dlcli, tmp_path, toy_checkpoint, group,
-                                                                      section):
+                                                                      section, needle):
     marker = tmp_path / "pwned"
     state = torch.load(toy_checkpoint, weights_only=True)
     state["config"][group] = json.loads(json.dumps(section).replace("{marker}", str(marker)))
     crafted = tmp_path / "crafted.pt"
     torch.save(state, crafted)
     proc = dlcli("eval", f"checkpoint={crafted}")
-    assert_one_line_error(proc, "was refused", "outside dlcli, torch.nn, torch.optim")
+    assert_one_line_error(proc, "was refused", needle)
     assert not marker.exists() and not (tmp_path / "outputs").exists()
