@@ -15,6 +15,7 @@ import torch
 from dlcli import __version__
 from dlcli.errors import CheckpointError
 from dlcli.files import write_atomic
+from dlcli.settings import existing_checkpoint
 
 FORMAT = 3  # bumped when the layout changes; a checkpoint of a newer format is refused
 RESUMABLE = 3  # the oldest format whose optimizer state this dlcli can resume (2 held dlcli's own optimizers')
@@ -30,11 +31,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load and sanity-check a checkpoint, or raise a one-line CheckpointError."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}; pass the .pt file, e.g. "
-                              "checkpoint=outputs/<run>/checkpoints/best.pt")
+    path = existing_checkpoint(str(path), "checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import ConfigError
-from dlcli.settings import ImageDataSettings, check_targets, existing_checkpoint, load_settings, require, short_name
+from dlcli.settings import (ImageDataSettings, check_targets, existing_checkpoint, leaves, load_settings, require,
+                            short_name)
 
 log = logging.getLogger("dlcli")
 
@@ -28,7 +29,8 @@ ACCEPTED = ("checkpoint", "split", "allow", "data.root", "trainer.device", "trai
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
         raise ConfigError("checkpoint is required: dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt")
-    unused = [key for key in _leaf_keys(OmegaConf.to_container(cfg)) if key not in ACCEPTED]
+    unused = [key for key, _ in leaves(OmegaConf.to_container(cfg))
+              if not any(key == a or key.startswith(a + ".") for a in ACCEPTED)]  # allow.0 is allow's
     if unused:  # e.g. +model=alexnet: evaluating the checkpoint's model anyway would mislead
         raise ConfigError(unused_key_message(unused[0]))
     require(cfg.split in ("test", "val"), "split", cfg.split, "test or val")
@@ -103,16 +105,6 @@ def unused_key_message(key: str) -> str:
     shown = key if key.split(".")[0] in ("data", "trainer") else key.split(".")[0]
     return (f"{shown} is not used by dlcli eval (the model, data and training settings come from the checkpoint); "
             f"it accepts: {', '.join(ACCEPTED)}")
-
-
-def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            keys += _leaf_keys(value, f"{prefix}{key}.")
-        else:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
-from dlcli.errors import ConfigError
+from dlcli.errors import CheckpointError, ConfigError
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
@@ -50,7 +50,7 @@ def existing_checkpoint(path: str, key: str) -> Path:
     where = Path(path).expanduser()
     if not where.is_file():
         what = "is a folder" if where.is_dir() else "does not exist"
-        raise ConfigError(f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. "
+        raise CheckpointError(f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. "
                           f"{key}=outputs/<run>/checkpoints/best.pt")
     return where
 
@@ -618,19 +618,19 @@ def _home_module(target: str) -> str | None:
 
 def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(key.rpartition("._target_")[0] or "config", value if isinstance(value, str) else repr(value))
-            for key, value in _leaves(node, prefix) if key == "_target_" or key.endswith("._target_")]
+            for key, value in leaves(node, prefix) if key == "_target_" or key.endswith("._target_")]
 
 
 def _strings(node: Any) -> list[tuple[str, str]]:
-    return [(key, value) for key, value in _leaves(node) if isinstance(value, str)]
+    return [(key, value) for key, value in leaves(node) if isinstance(value, str)]
 
 
-def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """(dotted key, value) of every leaf, through dicts and lists."""
     if isinstance(node, dict):
-        return [leaf for key, value in node.items() for leaf in _leaves(value, f"{prefix}{key}.")]
+        return [leaf for key, value in node.items() for leaf in leaves(value, f"{prefix}{key}.")]
     if isinstance(node, (list, tuple)):
-        return [leaf for i, value in enumerate(node) for leaf in _leaves(value, f"{prefix}{i}.")]
+        return [leaf for i, value in enumerate(node) for leaf in leaves(value, f"{prefix}{i}.")]
     return [(prefix.rstrip("."), node)]
 
 
