@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted
+from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -27,7 +27,9 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     starts; if a single run fails before writing anything into it, the directory goes too, so a
     typo leaves no clutter behind. The failure record goes only into a folder this run made or
     holds, and never replaces a summary.json that says ok. Set DLCLI_DEBUG=1 to see tracebacks.
+    Of the processes of a torchrun or SLURM run, rank 0 reports, records and cleans up.
     """
+    from dlcli.distributed import lost_contact, lost_contact_line, rank
     from dlcli.files import hold, holds, release
 
     hydra = HydraConfig.get()
@@ -41,7 +43,8 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     except KeyboardInterrupt:
         _say("dlcli: interrupted")
         raise SystemExit(130) from None
-    except Exception as exc:
+    except Exception as caught:
+        exc = ProcessesFailed(lost_contact_line(caught)) if lost_contact(caught) else caught
         if os.environ.get("DLCLI_DEBUG") or not (multirun or isinstance(exc, DlcliError)):
             raise  # a bug, not a user error: show the traceback
         reason = one_line(exc)
@@ -50,6 +53,12 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
             reason = f"{type(exc).__name__}: {reason}"
             _to_log_file("job failed", exc_info=exc)
         where = f"job {hydra.job.num} ({' '.join(hydra.overrides.task)}): " if multirun else ""
+        if rank() > 0:  # the same errors reach every process, and rank 0 says them; not so a lost contact
+            if isinstance(exc, ProcessesFailed) or not isinstance(exc, DlcliError):
+                print(f"dlcli: error: [rank {rank()}] {where}{reason}", file=sys.stderr, flush=True)
+            if multirun:
+                return float("nan")
+            raise SystemExit(getattr(exc, "exit_code", 1)) from None
         _say(f"dlcli: error: {where}{reason}")
         if fresh and not multirun and _only_hydra_files(run_dir):
             _remove_run_dir(run_dir)
@@ -116,10 +125,22 @@ class RunFolder(Callback):
 
     @staticmethod
     def _take(config: Any, folder: Path, option: str, results: tuple[str, ...]) -> None:
-        from dlcli.files import hold
+        from dlcli.distributed import agree_on_folder, place
 
         if config.hydra.output_subdir is None:
             return
+        if place() is None:
+            RunFolder._hold(folder, option, results)
+            return
+        try:  # torchrun or SLURM: rank 0's folder, held by rank 0
+            agree_on_folder(config, option, folder, lambda: RunFolder._hold(folder, option, results))
+        except DlcliError as exc:  # the processes did not meet
+            print(f"dlcli: error: {one_line(exc)}", file=sys.stderr, flush=True)
+            raise SystemExit(exc.exit_code) from None
+
+    @staticmethod
+    def _hold(folder: Path, option: str, results: tuple[str, ...]) -> None:
+        from dlcli.files import hold
 
         def refuse_to_overwrite() -> None:
             found = [name for name in results if (folder / name).exists()]
@@ -194,12 +215,13 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def set_threads(threads: int) -> int:
-    """torch's CPU threads: as configured, else the cores shared out among parallel sweep jobs
-    (two jobs with two threads each on two cores spin on each other and run many times slower)."""
+def set_threads(threads: int, processes: int = 1) -> int:
+    """torch's CPU threads: as configured, else the cores shared out among parallel sweep jobs and
+    the processes of a multi-process run on this machine (two jobs with two threads each on two
+    cores spin on each other and run many times slower)."""
     import torch
 
-    threads = threads or max(1, (os.cpu_count() or 1) // parallel_jobs())
+    threads = threads or max(1, (os.cpu_count() or 1) // (parallel_jobs() * processes))
     torch.set_num_threads(threads)
     return threads
 

@@ -71,22 +71,27 @@ def load_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {path} does not fit this model ({detail})") from None
 
 
-def rng_states() -> dict:
-    """Every random generator whose state decides what happens next."""
+def rng_states(device: torch.device | None = None) -> dict:
+    """Every random generator whose state decides what happens next: on CUDA, the training GPU's
+    (all GPUs' would start a context on each, in every process of a multi-GPU run)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    cuda = device is not None and device.type == "cuda"
     return {
         "python": random.getstate(),
         "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if cuda else [],
     }
 
 
-def restore_rng_states(states: dict) -> None:
+def restore_rng_states(states: dict, device: torch.device | None = None) -> None:
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["cuda"] and device is not None and device.type == "cuda":
+        if len(states["cuda"]) == 1:
+            torch.cuda.set_rng_state(states["cuda"][0], device)
+        else:  # checkpoints of earlier dlcli versions kept every visible GPU's
+            torch.cuda.set_rng_state_all(states["cuda"])

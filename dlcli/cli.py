@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # let Hydra's own errors (unknown option or key, bad override syntax) reach us, to print them as one line
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    if "WORLD_SIZE" in os.environ and not os.environ.get("DLCLI_DEBUG"):
+        # a process of torchrun's: c10d's C++ log prints a stack trace per retry while the others
+        # are not there yet; the errors that end the run come back as exceptions, given in one line
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
     sys.argv = [f"dlcli {args[0]}", *args[1:]]
     try:

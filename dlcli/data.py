@@ -138,16 +138,25 @@ def data_shape(spec) -> tuple[tuple[int, ...], int]:
     return tuple(loaded.train_x.shape[1:]), len(loaded.classes)
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches plus the remainder, except a remainder of one (batch norm cannot train on it)."""
-    return n // batch_size + (n % batch_size > 1)
+def batches_per_epoch(n: int, batch_size: int, processes: int = 1) -> int:
+    """Full batches plus the remainder, if it gives every process at least two samples (batch
+    norm cannot train on one): with one process, all but a remainder of one."""
+    return n // batch_size + (n % batch_size >= 2 * processes)
 
 
-def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator, start: int = 0):
-    """Yield (inputs, labels) for one shuffled epoch, from batch index `start` on.
+def share(n: int, shard: tuple[int, int]) -> slice:
+    """Process `rank`'s contiguous part of n items split among `size` processes (sizes differ by at most one)."""
+    rank, size = shard
+    return slice(n * rank // size, n * (rank + 1) // size)
+
+
+def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator, start: int = 0,
+                  shard: tuple[int, int] = (0, 1)):
+    """Yield (inputs, labels, global batch size) for one shuffled epoch, from batch index `start` on.
 
     The epoch's order and augmentation draws come from `generator` up front and move to the
-    device once, so no batch waits on a host-to-device copy.
+    device once, so no batch waits on a host-to-device copy. With several processes, shard =
+    (rank, processes): every process draws the same order and takes its share of each batch.
     """
     split = data.train
     n, device = len(split), split.y.device
@@ -155,20 +164,24 @@ def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator,
     if data.augment:
         shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator).to(device)
         flips = (torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)).to(device)
-    for b in range(start, batches_per_epoch(n, batch_size)):
-        rows = slice(b * batch_size, (b + 1) * batch_size)
-        idx = order[rows]
+    for b in range(start, batches_per_epoch(n, batch_size, shard[1])):
+        rows = order[b * batch_size:(b + 1) * batch_size]
+        mine = share(len(rows), shard)
+        idx = rows[mine]
         x = split.x.index_select(0, idx)
         if data.augment:
-            x = crop_and_flip(x, shifts[rows], flips[rows], data.crop_padding)
-        yield data.inputs(x), split.y.index_select(0, idx)
+            at = b * batch_size + mine.start
+            x = crop_and_flip(x, shifts[at:at + len(idx)], flips[at:at + len(idx)], data.crop_padding)
+        yield data.inputs(x), split.y.index_select(0, idx), len(rows)
 
 
-def eval_batches(data: DataBundle, split_name: str, batch_size: int):
-    """Yield (inputs, labels) of a split in order, as views (no gather)."""
+def eval_batches(data: DataBundle, split_name: str, batch_size: int, shard: tuple[int, int] = (0, 1)):
+    """Yield (inputs, labels) of a split (this process's share of it) in order, as views (no gather)."""
     split = data.split(split_name)
-    for start in range(0, len(split), batch_size):
-        yield data.inputs(split.x[start:start + batch_size]), split.y[start:start + batch_size]
+    mine = share(len(split), shard)
+    for start in range(mine.start, mine.stop, batch_size):
+        stop = min(start + batch_size, mine.stop)
+        yield data.inputs(split.x[start:stop]), split.y[start:stop]
 
 
 def crop_and_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:

@@ -42,3 +42,12 @@ class Interrupted(DlcliError):
         name = signal.Signals(signum).name
         super().__init__(f"{name}: stopped at epoch {epoch}, step {step} with checkpoints/last.pt saved"
                          + (f"; resume with: {resume}" if resume else ""))
+
+    def __reduce__(self):  # a worker process hands it to the launching process (pickled)
+        return Interrupted, (self.signum, self.epoch, self.step, self.resume)
+
+
+class ProcessesFailed(DlcliError):
+    """A process of a multi-process run died or lost contact with the others; the rest were stopped."""
+
+    exit_code = 1

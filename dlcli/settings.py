@@ -433,6 +433,8 @@ class TrainerSettings:
     compile: bool = False  # torch.compile the model (pays a compile once, then runs faster kernels)
     channels_last: bool = True  # NHWC memory layout for CNNs on CUDA (faster convolutions on tensor cores)
     diagnostics: bool = False  # per layer and epoch: gradient and weight norms, update ratio, dead units
+    devices: int = 1  # processes to train in (data parallel): one per GPU, or CPU processes with device=cpu
+    dist_timeout: float = 300.0  # seconds that processes of a multi-process run wait for each other
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -455,6 +457,11 @@ class TrainerSettings:
                 "an integer >= 0 (0: only at the end of each epoch)")
         require(self.grad_clip is None or self.grad_clip > 0, "trainer.grad_clip", self.grad_clip,
                 "null (off) or a maximum gradient norm > 0")
+        require(1 <= self.devices <= 1024, "trainer.devices", self.devices,
+                "an integer >= 1: the processes to train in, one per GPU (or CPU processes with trainer.device=cpu)")
+        require(self.batch_size >= self.devices, "trainer.batch_size", self.batch_size,
+                f"at least trainer.devices={self.devices}: each process takes a share of every batch")
+        require(self.dist_timeout > 0, "trainer.dist_timeout", self.dist_timeout, "a number of seconds > 0")
         if self.resume not in (None, "auto"):
             existing_checkpoint(self.resume, "trainer.resume")
 

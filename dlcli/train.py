@@ -1,4 +1,8 @@
-"""`dlcli train`: Hydra config -> settings -> data, model, loss, optimizer -> Trainer -> files."""
+"""`dlcli train`: Hydra config -> settings -> data, model, loss, optimizer -> Trainer -> files.
+
+With trainer.devices=N, or under torchrun, the same run_training runs in every process
+(dlcli.distributed); rank 0 writes the files.
+"""
 
 import logging
 import random
@@ -32,11 +36,29 @@ def train(cfg: DictConfig) -> float:
     for key in ("root", "path", "test_path"):  # checkpoints must find the data again from any working directory
         if isinstance(config["data"].get(key), str):
             config["data"][key] = str(Path(config["data"][key]).expanduser().resolve())
-    summary = run_training(settings, config, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from dlcli.distributed import place
+
+    if settings.trainer.devices > 1 and place() is None:
+        from dlcli.distributed import launch
+
+        summary = launch(settings, config, run_dir, resume_command(run_dir))
+    else:
+        summary = run_training(settings, config, run_dir, resume_command(run_dir))
     return summary["best_val_acc"]
 
 
-def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run after an interruption."""
+    from dlcli.distributed import place
+
+    again = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.resume=",
+                                                                                       "hydra.run.dir=")))
+    command = f"dlcli train {again} trainer.resume=auto hydra.run.dir={run_dir}".replace("  ", " ")
+    return f"the same launcher command running {command}" if place() else command
+
+
+def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = "") -> dict:
     started = time.perf_counter()
     import numpy as np
     import torch
@@ -44,6 +66,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     from dlcli.app import peak_rss_mb, resolve_device, set_threads, versions
     from dlcli.checkpoint import check_resumable, load_checkpoint, load_weights
     from dlcli.data import batches_per_epoch, load_data
+    from dlcli.distributed import join
     from dlcli.files import write_json
     from dlcli.losses import build_loss
     from dlcli.models import count_parameters
@@ -52,8 +75,13 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     from dlcli.trainer import Trainer, evaluate
 
     t = settings.trainer
-    threads = set_threads(t.threads)
     device = resolve_device(t.device)
+    world = join(t.device, t.dist_timeout)
+    if world.size > 1:
+        _check_world(t, world)
+        if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+    threads = set_threads(t.threads, world.local_size)
     resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
     if resume_state is not None:
         check_resumable(resume_state, resume_path)
@@ -65,17 +93,24 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     model = model_on_device(settings, data, device)
     if resume_state is not None:
         load_weights(model, resume_state, resume_path)
+    network = model
+    if world.size > 1:
+        if device.type == "cuda":  # batch statistics over the global batch, as one process would take them
+            model = network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                                            else None)
+        torch.manual_seed(t.seed + world.rank)  # dropout: other draws in each process
     loss_fn = build_loss(settings.loss)
     optimizer = build_optimizer(settings.optimizer, model, device)
-    steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size)
+    steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size, world.size)
     trainer = Trainer(
-        model=torch.compile(model) if t.compile else model, data=data, loss_fn=loss_fn,
+        model=torch.compile(network) if t.compile else network, data=data, loss_fn=loss_fn,
         penalty=Penalty(settings.regularization, penalized_weights(model)),
         optimizer=optimizer, optimizer_target=target_of(settings.optimizer),
         schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
-        settings=t, run_dir=run_dir, config=config,
+        settings=t, run_dir=run_dir, config=config, world=world,
     )
-    if t.diagnostics:
+    if t.diagnostics and world.main:
         from dlcli.diagnostics import GradientFlow
 
         n = min(256, len(data.train))
@@ -87,21 +122,20 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         trainer.resume_from(resume_state)
         log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
     params = count_parameters(model)
+    processes = f", {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'})" if world.size > 1 else ""
     log.info(f"{short_name(settings.model)} ({params:,} parameters) on {short_name(settings.data)}: "
              f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
-             f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), run dir {run_dir}")
+             f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}){processes}, run dir {run_dir}")
 
     try:
         progress = trainer.fit()
     except Interrupted as stop:
-        again = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.resume=",
-                                                                                           "hydra.run.dir=")))
-        raise Interrupted(stop.signum, stop.epoch, stop.step,
-                          f"dlcli train {again} trainer.resume=auto hydra.run.dir={run_dir}".replace("  ", " ")) from None
+        raise Interrupted(stop.signum, stop.epoch, stop.step, resume) from None
 
+    world.barrier()  # rank 0 has written best.pt
     best_path = trainer.checkpoint_dir / "best.pt"
     load_weights(model, load_checkpoint(best_path), best_path)
-    test = evaluate(model, data, "test", loss_fn, t.eval_batch_size, trainer.autocast)
+    test = evaluate(model, data, "test", loss_fn, t.eval_batch_size, trainer.autocast, world)
     best_row = progress.history[progress.best_epoch - 1]
     summary = {
         "status": "ok",
@@ -117,8 +151,11 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
         "startup_seconds": trainer.startup_seconds,
         "peak_rss_mb": peak_rss_mb(),
         "device": str(device),
+        "processes": world.size,
         "versions": versions(),
     }
+    if not world.main:
+        return summary
     write_json(run_dir / "summary.json", summary)
     from dlcli.plots import gradient_flow, learning_curves
 
@@ -129,6 +166,17 @@ def run_training(settings: Settings, config: dict, run_dir: Path) -> dict:
     log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
              f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
     return summary
+
+
+def _check_world(t, world) -> None:
+    from dlcli.errors import ConfigError
+
+    if t.batch_size < world.size:
+        raise ConfigError(f"trainer.batch_size={t.batch_size} is smaller than the {world.size} processes, which "
+                          f"each take a share of every batch; use trainer.batch_size >= {world.size}")
+    if t.devices not in (1, world.local_size) and world.main:
+        log.warning(f"trainer.devices={t.devices} is ignored: the launcher started {world.local_size} processes "
+                    "on this machine")
 
 
 def model_on_device(settings: Settings, data, device):

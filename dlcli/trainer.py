@@ -1,7 +1,9 @@
 """The training loop: forward, loss + penalty, backward, step; evaluate; checkpoint.
 
 Per-step numbers (loss, correct predictions) stay on the device in a small window and are
-read once every `log_every` steps, so a GPU never waits on the host inside the loop.
+read once every `log_every` steps, so a GPU never waits on the host inside the loop. With
+several processes (dlcli.distributed) each trains on its share of every batch; the windows and
+evaluation counts are summed over the processes, so all of them log, checkpoint and stop alike.
 """
 
 import contextlib
@@ -20,6 +22,7 @@ from dlcli.app import process_age
 from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
 from dlcli.diagnostics import GradientFlow
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
+from dlcli.distributed import World
 from dlcli.errors import DivergedError, Interrupted
 from dlcli.files import write_metrics
 from dlcli.optim import Schedule, load_optimizer_state, optimizer_state
@@ -61,12 +64,14 @@ class Trainer:
     progress: Progress = field(default_factory=Progress)
     startup_seconds: float | None = None  # process start to the end of the first optimizer step
     flow: "GradientFlow | None" = None  # per-layer gradient diagnostics, when trainer.diagnostics
+    world: World = field(default_factory=World)  # this process among those of a multi-process run
 
     def __post_init__(self) -> None:
         device = self.data.train.y.device
         fp16 = self.settings.precision == "fp16" and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None  # fp16 gradients underflow unscaled
         self.stop = _StopFlag()  # fit() connects it to SIGINT/SIGTERM
+        self.stopping: int | None = None  # the stop signal, once all processes know of it
 
     def autocast(self):
         return autocast(self.settings.precision, self.data.train.y.device)
@@ -78,8 +83,9 @@ class Trainer:
     def fit(self) -> Progress:
         """Train to trainer.epochs. SIGINT/SIGTERM stop at the next step boundary with last.pt saved."""
         s = self.settings
-        write_metrics(self.run_dir, self.progress.history)  # a resumed run's files match its checkpoint
-        with _stop_requests() as stop:
+        if self.world.main:
+            write_metrics(self.run_dir, self.progress.history)  # a resumed run's files match its checkpoint
+        with _stop_requests(escalate=self.world.size == 1) as stop:
             self.stop = stop
             for epoch in range(self.progress.epoch + 1, s.epochs + 1):
                 started = time.perf_counter()
@@ -87,7 +93,8 @@ class Trainer:
                 train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
                 if self.flow is not None:
                     self.flow.record(epoch)
-                val = evaluate(self.model, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast)
+                val = evaluate(self.network, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast,
+                               self.world)
                 self.schedule.after_epoch(val["loss"])
                 seconds = time.perf_counter() - started
                 row = {
@@ -104,40 +111,58 @@ class Trainer:
                     self.progress.best_value, self.progress.best_epoch = row[s.monitor], epoch
                     self.save("best.pt")  # before last.pt: a kill in between redoes this epoch, same result
                 self.save("last.pt")
-                write_metrics(self.run_dir, self.progress.history)
+                if self.world.main:
+                    write_metrics(self.run_dir, self.progress.history)
+                if self.stopping:  # asked during the epoch's last window: it was worth finishing
+                    raise Interrupted(self.stopping, epoch, self.progress.step)
         return self.progress
+
+    @property
+    def network(self) -> nn.Module:
+        """The model to evaluate: with several processes, without DistributedDataParallel, whose
+        forward pass would wait on processes that have fewer batches of their share."""
+        return self.model if self.world.size == 1 else bare(self.model)
 
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
         """The epoch's train loss and accuracy, and how many samples this call trained on (after a
         mid-epoch resume, fewer than the epoch holds: the rest were trained before the restart)."""
-        s, model, p = self.settings, self.model, self.progress
+        s, model, p, world = self.settings, self.model, self.progress, self.world
         model.train()
         order = torch.Generator().manual_seed(s.seed * 100_003 + epoch)  # data order depends on (seed, epoch) only
-        n_batches = batches_per_epoch(len(self.data.train), s.batch_size)
-        window_loss = torch.zeros(s.log_every, device=self.data.train.y.device)
-        window_hits = torch.zeros(s.log_every, device=self.data.train.y.device, dtype=torch.long)
-        sizes: list[int] = []  # batch sizes of the current window, known on the host
+        n_batches = batches_per_epoch(len(self.data.train), s.batch_size, world.size)
+        device = self.data.train.y.device
+        window_loss = torch.zeros(s.log_every, device=device, dtype=torch.float64)  # summed over the batch
+        window_hits = torch.zeros(s.log_every, device=device, dtype=torch.float64)
+        sizes: list[int] = []  # (global) batch sizes of the current window, known on the host
         part = p.in_epoch or {"batch": 0, "total_loss": 0.0, "total_hits": 0, "seen": 0}  # mid-epoch resume
         first, seen_before = part["batch"], part["seen"]
         bar = _progress_bar(n_batches, f"epoch {epoch}/{s.epochs}", s.progress, initial=first)
 
-        def flush() -> None:
-            """Read the window (the one host-device sync) into the epoch's totals."""
+        def flush() -> int | None:
+            """Read the window (the one host-device sync) into the epoch's totals; with several
+            processes, sum it over them first. Returns the stop signal any process received."""
             nonlocal sizes
-            losses = window_loss[:len(sizes)].tolist()
+            k = len(sizes)
+            window = world.sum_(torch.cat([window_loss[:k], window_hits[:k]])).tolist()
+            losses = [total / n for total, n in zip(window[:k], sizes)]
             self._check_finite(losses, epoch)
-            for value, n in zip(losses, sizes):  # one at a time: the same sums however windows fall
-                part["total_loss"] += value * n
-            part["total_hits"] += int(window_hits[:len(sizes)].sum())
+            for total in window[:k]:  # one at a time: the same sums however windows fall
+                part["total_loss"] += total
+            part["total_hits"] += int(sum(window[k:]))
             part["seen"] += sum(sizes)
-            bar.update(len(sizes))
+            bar.update(k)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{part['total_hits'] / part['seen']:.2%}")
             sizes = []
+            self.stopping = world.any_signal(self.stop.signal, device)
+            return self.stopping
 
-        for b, (x, y) in enumerate(train_batches(self.data, s.batch_size, order, start=first), start=first):
+        batches = train_batches(self.data, s.batch_size, order, start=first, shard=world.shard)
+        for b, (x, y, n) in enumerate(batches, start=first):
             with self.autocast():
                 z = model(x)
                 loss = self.loss_fn(z, y)
+            if world.size > 1:  # DDP averages over processes: weigh each share by its size, so that
+                loss = loss * (len(y) * world.size / n)  # uneven shares give the global batch's mean
             objective = loss + self.penalty() if self.penalty.active else loss
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is None:
@@ -154,19 +179,20 @@ class Trainer:
             p.step += 1
             if self.startup_seconds is None:
                 self.startup_seconds = process_age()
-            window_loss[len(sizes)] = loss.detach()
+            window_loss[len(sizes)] = loss.detach().double() * (n / world.size if world.size > 1 else len(y))
             window_hits[len(sizes)] = (z.argmax(1) == y).sum()
-            sizes.append(len(y))
-            every = s.checkpoint_every_steps
-            checkpoint_now = (every and p.step % every == 0) or self.stop.signal is not None
-            if len(sizes) == s.log_every or b == n_batches - 1 or (checkpoint_now and sizes):
-                flush()
-            if checkpoint_now and b < n_batches - 1:
+            sizes.append(n)
+            due = bool(s.checkpoint_every_steps) and p.step % s.checkpoint_every_steps == 0
+            # one process stops as soon as it is asked; several agree on it when they sum a window
+            stop = self.stop.signal if world.size == 1 else None
+            if len(sizes) == s.log_every or b == n_batches - 1 or due or stop:
+                stop = flush()
+            if (due or stop) and b < n_batches - 1:
                 p.in_epoch = {**part, "batch": b + 1}
                 self.save("last.pt")
-                if self.stop.signal is not None:
+                if stop:
                     bar.close()
-                    raise Interrupted(self.stop.signal, epoch, p.step)
+                    raise Interrupted(stop, epoch, p.step)
         bar.close()
         p.in_epoch = None
         return part["total_loss"] / part["seen"], part["total_hits"] / part["seen"], part["seen"] - seen_before
@@ -187,10 +213,14 @@ class Trainer:
                                     f"training stopped and {kept_msg}; try a smaller optimizer.lr")
 
     def save(self, name: str) -> None:
+        """Rank 0 writes the checkpoint; every process must call this, as it gathers their RNG states."""
         p = self.progress
+        rngs = self.world.gather(rng_states(self.data.train.y.device))
+        if not self.world.main:
+            return
         save_checkpoint(self.checkpoint_dir / name, {
             "config": self.config,
-            "model": getattr(self.model, "_orig_mod", self.model).state_dict(),  # without torch.compile's wrapper
+            "model": bare(self.model).state_dict(),
             "optimizer": optimizer_state(self.optimizer_target, self.optimizer),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # fp16's loss scale
@@ -200,7 +230,9 @@ class Trainer:
             "best_value": p.best_value,
             "metrics": p.history,
             "in_epoch": p.in_epoch,  # None at an epoch's end; else where in the epoch, with its running sums
-            "rng": rng_states(),
+            "rng": rngs[0],
+            "rng_ranks": rngs,  # one per process: dropout draws differ between them
+            "world_size": self.world.size,
         })
 
     def resume_from(self, state: dict) -> None:
@@ -208,7 +240,13 @@ class Trainer:
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng_states(state["rng"])
+        world, saved = self.world, state.get("world_size", 1)
+        if saved == world.size:
+            restore_rng_states(state.get("rng_ranks", [state["rng"]])[world.rank], self.data.train.y.device)
+        elif world.main:  # the others keep the generators run_training seeded for them
+            log.warning(f"resuming a run of {saved} process(es) with {world.size}: it carries on, but not "
+                        f"bit for bit as {saved} process(es) would have (other batch shares, sums and draws)")
+            restore_rng_states(state["rng"], self.data.train.y.device)
         self.progress = Progress(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
                                  best_value=state["best_value"], history=list(state["metrics"]),
                                  in_epoch=state.get("in_epoch"))
@@ -223,22 +261,29 @@ def autocast(precision: str, device: torch.device):
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: DataBundle, split: str, loss_fn: nn.Module, batch_size: int,
-             autocast=contextlib.nullcontext) -> dict:
-    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of a split."""
+             autocast=contextlib.nullcontext, world: World = World()) -> dict:
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of a split;
+    with several processes each evaluates its share and the sums are shared."""
     model.eval()
     k = data.num_classes
-    total = torch.zeros((), dtype=torch.float64, device=data.train.y.device)
+    total = torch.zeros(1, dtype=torch.float64, device=data.train.y.device)
     confusion = torch.zeros(k * k, dtype=torch.long, device=data.train.y.device)
-    n = 0
-    for x, y in eval_batches(data, split, batch_size):
+    for x, y in eval_batches(data, split, batch_size, world.shard):
         with autocast():
             z = model(x)
         total += loss_fn(z.float(), y).double() * len(y)
         confusion += torch.bincount(y * k + z.argmax(1), minlength=k * k)
-        n += len(y)
+    world.sum_(total)
+    world.sum_(confusion)
     confusion = confusion.view(k, k).cpu()
-    correct = int(confusion.diagonal().sum())
+    n, correct = int(confusion.sum()), int(confusion.diagonal().sum())
     return {"loss": float(total) / n, "acc": correct / n, "n": n, "correct": correct, "confusion": confusion.tolist()}
+
+
+def bare(model: nn.Module) -> nn.Module:
+    """The model itself, without torch.compile's or DistributedDataParallel's wrapper."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):
@@ -253,14 +298,19 @@ class _StopFlag:
 
 
 @contextlib.contextmanager
-def _stop_requests():
-    """Turn SIGINT and SIGTERM into a flag the loop checks at each step boundary."""
+def _stop_requests(escalate: bool = True):
+    """Turn SIGINT and SIGTERM into a flag the loop checks at each step boundary.
+
+    Alone, a second Ctrl-C stops at once. Processes of a multi-process run get each signal twice
+    (from the terminal or scheduler, and passed on by the launcher), so there it only repeats the
+    request; the launcher kills whatever has not stopped after its grace period.
+    """
     flag = _StopFlag()
 
     def request(signum, frame):
-        if flag.signal is not None:  # a second Ctrl-C: stop at once
+        if flag.signal is not None and escalate:
             raise KeyboardInterrupt
-        flag.signal = signum
+        flag.signal = flag.signal or signum
 
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

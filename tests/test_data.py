@@ -37,8 +37,8 @@ def test_validation_split_is_carved_from_train_and_fixed_by_the_seed():
 
 def test_train_batches_cover_the_epoch_once_in_seeded_order():
     data = load_data(ToyDataSettings(name="xor", n_samples=1000), seed=0, val_fraction=0.1, device=CPU)
-    seen = torch.cat([y for _, y in train_batches(data, 64, torch.Generator().manual_seed(5))])
-    again = torch.cat([y for _, y in train_batches(data, 64, torch.Generator().manual_seed(5))])
+    seen = torch.cat([y for _, y, _ in train_batches(data, 64, torch.Generator().manual_seed(5))])
+    again = torch.cat([y for _, y, _ in train_batches(data, 64, torch.Generator().manual_seed(5))])
     assert len(seen) == 900 == 14 * 64 + 4 and torch.equal(seen, again)
     assert batches_per_epoch(129, 64) == 2 and batches_per_epoch(130, 64) == 3
 
@@ -130,7 +130,7 @@ def test_cifar_normalization_and_augmentation_shapes(tmp_path, monkeypatch):
     settings = CIFAR10Settings(root=str(tmp_path), download=False, mean=[0.5] * 3, std=[0.25] * 3,
                                  augment=True)
     data = load_data(settings, seed=0, val_fraction=0.1, device=CPU)
-    x, y = next(train_batches(data, 16, torch.Generator().manual_seed(0)))
+    x, y, _ = next(train_batches(data, 16, torch.Generator().manual_seed(0)))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (16,)
     plain = data.inputs(data.val.x[:1])
     assert torch.allclose(plain, (data.val.x[:1].float() / 255 - 0.5) / 0.25, atol=1e-5)

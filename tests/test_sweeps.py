@@ -151,4 +151,18 @@ def test_slurm_launcher_preset_composes_with_partition_gpus_and_time_limit(dlcli
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "SlurmLauncher" in out and "partition: gpu" in out
-    assert "gpus_per_node: 1" in out and "timeout_min: 120" in out
+    assert "gpus_per_node: ${trainer.devices}" in out and "timeout_min: 120" in out
+
+
+def test_slurm_preset_runs_a_task_per_device():
+    """A multi-process job on SLURM: as many tasks and GPUs per node as trainer.devices, read where the
+    launcher reads them, in the whole composed config."""
+    from hydra import compose, initialize_config_module
+
+    import dlcli.settings  # noqa: F401  the schemas the options inherit
+
+    with initialize_config_module("dlcli.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer.devices=4", "hydra.launcher.nodes=2"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
