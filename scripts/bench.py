@@ -4,6 +4,7 @@
     python scripts/bench.py --device cuda         # the same on a GPU (adds bf16 + channels_last rows)
     python scripts/bench.py --tta                 # time to accuracy of the experiment presets
     python scripts/bench.py --tiny --json b.json  # a few seconds, for the tests
+    python scripts/bench.py --ddp                 # data parallel: 1 process against several
 
 For each model, on its dataset's shape (MNIST for mlp and lenet, CIFAR-10 for alexnet), one
 process times, with the same model, batch, optimizer (SGD, momentum 0.9) and threads:
@@ -261,6 +262,38 @@ def time_to_accuracy(root: Path | None, device: str) -> list[dict]:
     return rows
 
 
+def data_parallel(root: Path | None, device: str, rounds: int, tiny: bool) -> dict:
+    """Training images/s of one `dlcli train` run in 1 process and in several (trainer.devices):
+    on CPU 1 process x 2 threads against 2 processes x 1 thread; on CUDA 1, 2, ... GPUs, one
+    process each. Read from each run's metrics.jsonl (epochs after the first); rounds alternate
+    between the process counts and the median counts."""
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    counts = list(range(1, gpus + 1)) if gpus else [1, 2]
+    cores = os.cpu_count() or 1
+    data = ["data=mnist", f"data.root={root}"] if root else ["data.name=spirals", "model=mlp"]
+    args = ["train", *(["model=lenet"] if root else []), *data, f"data.subset={2000 if tiny else 24000}",
+            f"trainer.epochs={2 if tiny else 3}", "trainer.progress=false", f"trainer.device={device}"]
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    with tempfile.TemporaryDirectory() as tmp:
+        run_child([*args, "hydra.run.dir=warm-up", "trainer.epochs=1"], Path(tmp))  # fills the data cache
+        for r in range(rounds):
+            for n in counts:
+                threads = [f"trainer.threads={max(1, cores // n)}"] if not gpus else []
+                _, _, code = run_child([*args, f"trainer.devices={n}", *threads, f"hydra.run.dir=r{r}-{n}"], Path(tmp))
+                if code == 0:
+                    rows = [json.loads(line) for line in (Path(tmp) / f"r{r}-{n}" / "metrics.jsonl").open()]
+                    rates[n].append(statistics.median(row["samples_per_second"] for row in rows[1:]))
+    one = statistics.median(rates[1])
+    table = []
+    for n in counts:
+        rate = statistics.median(rates[n])
+        # on CPU the processes share the same cores as the one process's threads: no efficiency to speak of
+        table.append({"processes": n, "threads_each": max(1, cores // n) if not gpus else None,
+                      "images_per_s": round(rate, 1), "speedup": round(rate / one, 3),
+                      "efficiency": round(rate / one / n, 3) if gpus else None})
+    return {"run": "dlcli train " + " ".join(args[1:]), "device": device, "rows": table}
+
+
 SWEEP = ["-m", "optimizer.lr=0.01,0.001", "optimizer.weight_decay=0,1e-4", "trainer.progress=false"]
 
 
@@ -302,6 +335,15 @@ def print_tables(result: dict) -> None:
         console.print(f"dlcli --help: {s['help_seconds']:.3f} s; `dlcli train {s['train_run']}`: "
                       f"first optimizer step after {s['start_to_first_step_seconds']} s, "
                       f"{s['one_epoch_wall_seconds']} s wall, peak RSS {s['peak_rss_mb']} MB")
+    if result.get("ddp"):
+        d = result["ddp"]
+        t = Table(title=f"data parallel, {d['device']}: {d['run']}")
+        for col in ("processes", "threads each", "train images/s", "speed-up", "efficiency"):
+            t.add_column(col, justify="right")
+        for r in d["rows"]:
+            t.add_row(str(r["processes"]), str(r["threads_each"] or "-"), f"{r['images_per_s']:,.0f}",
+                      f"{r['speedup']:.2f}", f"{r['efficiency']:.2f}" if r["efficiency"] is not None else "-")
+        console.print(t)
     if result.get("launchers"):
         s = result["launchers"]
         console.print(f"4-job toy sweep: basic launcher {s['basic_seconds']} s, joblib n_jobs=2 "
@@ -323,6 +365,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="a few steps of everything, for tests")
     parser.add_argument("--tta", action="store_true", help="time to accuracy of the experiment presets only")
     parser.add_argument("--launchers", action="store_true", help="basic vs joblib launcher on a toy sweep only")
+    parser.add_argument("--ddp", action="store_true", help="data parallel (trainer.devices) against 1 process only")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.tiny:
@@ -337,6 +380,8 @@ def main() -> int:
         result["tta"] = time_to_accuracy(root, args.device)
     elif args.launchers:
         result["launchers"] = launchers(args.rounds)
+    elif args.ddp:
+        result["ddp"] = data_parallel(root, args.device, args.rounds, args.tiny)
     else:
         for name in args.models.split(","):
             result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root))
