@@ -16,7 +16,7 @@ from dlcli.errors import ConfigError, DataError
 from dlcli.settings import ImageDataSettings, ToyDataSettings, kwargs_of, target_of
 
 # keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
-BATCH_KEYS = ("subset", "augment", "crop_padding", "flip")
+BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class DataBundle:
     crop_padding: int = 0
     flip: bool = False
     channels_last: bool = False  # hand CNNs NHWC batches (set for CUDA)
+    sequence: str | None = None  # rows | pixels: hand images to the model as [N, steps, features]
 
     @property
     def num_classes(self) -> int:
@@ -67,6 +68,10 @@ class DataBundle:
         if x.dtype != torch.uint8:
             return x
         x = x.float().mul_(self.scale).sub_(self.shift)
+        if self.sequence == "rows":  # [N, C, H, W] -> [N, H, C*W]
+            return x.permute(0, 2, 1, 3).flatten(2)
+        if self.sequence == "pixels":  # -> [N, H*W, C]
+            return x.flatten(2).transpose(1, 2)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -111,18 +116,28 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> Dat
     n_val = max(1, round(len(train_y) * val_fraction))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
     to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    sequence = getattr(spec, "sequence", None)
     return DataBundle(
         train=Split(to(train_x[train_idx]), to(train_y[train_idx])),
         val=Split(to(train_x[val_idx]), to(train_y[val_idx])),
         test=Split(to(test_x), to(test_y)),
-        input_shape=tuple(train_x.shape[1:]),
+        input_shape=sequence_shape(tuple(train_x.shape[1:]), sequence),
         classes=tuple(loaded.classes),
         scale=to(scale),
         shift=to(shift),
         augment=bool(getattr(spec, "augment", False)) and train_x.dtype == torch.uint8,
         crop_padding=getattr(spec, "crop_padding", 0),
         flip=getattr(spec, "flip", False),
+        sequence=sequence,
     )
+
+
+def sequence_shape(shape: tuple[int, ...], sequence: str | None) -> tuple[int, ...]:
+    """The shape a model sees: the image's, or (steps, features) when images are read as sequences."""
+    if sequence is None:
+        return shape
+    c, h, w = shape
+    return (h, c * w) if sequence == "rows" else (h * w, c)
 
 
 def data_shape(spec) -> tuple[tuple[int, ...], int]:
@@ -133,7 +148,7 @@ def data_shape(spec) -> tuple[tuple[int, ...], int]:
         from dlcli.images import IMAGE_SETS
 
         image_set = IMAGE_SETS[spec.name]
-        return image_set.shape, len(image_set.classes)
+        return sequence_shape(image_set.shape, spec.sequence), len(image_set.classes)
     loaded = load_tables(spec, seed=0)
     return tuple(loaded.train_x.shape[1:]), len(loaded.classes)
 

@@ -44,15 +44,28 @@ class Dense(nn.Module):
         return self.drop(self.act(self.norm(self.linear(h))))
 
 
+class Shortcut(nn.Module):
+    """h' = h + F(h): an identity shortcut around a layer, so the gradient reaches h unattenuated."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.layer(h)
+
+
 class MLP(nn.Module):
     def __init__(self, *, input_shape: tuple[int, ...], num_classes: int, depth: int, width: int | list[int],
-                 activation: str, dropout: float, batch_norm: bool, init: str):
+                 activation: str, dropout: float, batch_norm: bool, init: str, residual: bool = False):
         super().__init__()
         widths = list(width) if isinstance(width, (list, tuple)) else [width] * depth
         sizes = [math.prod(input_shape), *widths]
+        layers = [Dense(a, b, activation, batch_norm, dropout) for a, b in zip(sizes[:-1], sizes[1:])]
+        if residual:  # around every hidden layer after the first (the first changes the width)
+            layers = layers[:1] + [Shortcut(layer) for layer in layers[1:]]
         self.flatten = nn.Flatten()
-        self.hidden = nn.Sequential(*(Dense(a, b, activation, batch_norm, dropout)
-                                      for a, b in zip(sizes[:-1], sizes[1:])))
+        self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(sizes[-1], num_classes)
         init_weights(self, init)
 
@@ -118,6 +131,100 @@ class AlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """relu(x + F(x)), F = two 3x3 convolutions with batch norm; where F changes the shape (stride 2,
+    more channels), the shortcut is a 1x1 convolution with batch norm instead of the identity."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(self.shortcut(x) + f)
+
+
+class ResNet(nn.Module):
+    """He et al. 2016, the CIFAR family: a 3x3 stem, three stages of n basic blocks with width,
+    2·width and 4·width channels (stride 2 into the second and third), global average pooling and
+    a linear layer. depth = 6n + 2 counts the weight layers: ResNet-20 is n = 3."""
+
+    def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int, depth: int, width: int):
+        super().__init__()
+        _need_images(self, input_shape)
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        stages, c_in = [], width
+        for i, c_out in enumerate((width, 2 * width, 4 * width)):
+            blocks = [BasicBlock(c_in if b == 0 else c_out, c_out, 2 if i > 0 and b == 0 else 1) for b in range(n)]
+            stages.append(nn.Sequential(*blocks))
+            c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.output = nn.Linear(c_in, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.pool(self.stages(self.stem(x))).flatten(1))
+
+
+class Recurrent(nn.Module):
+    """A recurrent net that reads a sequence x_1..x_T ([N, T, F]; an image is read row by row) and
+    classifies from its last state h_T.
+
+    Stacked torch cells (nn.RNNCell with tanh, nn.LSTMCell, nn.GRUCell), stepped one time step at a
+    time: the leaky unit h_t = α·h_(t-1) + (1 − α)·h̃_t mixes each new state h̃_t of the plain cell
+    with the previous one, and with `record_states` each top-layer state h_t is kept so that
+    trainer.diagnostics can read ∂L/∂h_t, the gradient that reaches step t.
+    """
+
+    def __init__(self, *, input_shape: tuple[int, ...], num_classes: int, cell: str, hidden: int, layers: int,
+                 leaky: float):
+        super().__init__()
+        if len(input_shape) == 3:  # an image: T = height steps of channels x width values
+            input_shape = (input_shape[1], input_shape[0] * input_shape[2])
+        if len(input_shape) != 2:
+            raise ConfigError(f"Recurrent needs sequences (steps x features) or images, and this data has inputs of "
+                              f"shape {tuple(input_shape)}; use image data such as data=mnist")
+        make = {"rnn": lambda i: nn.RNNCell(i, hidden, nonlinearity="tanh"), "lstm": lambda i: nn.LSTMCell(i, hidden),
+                "gru": lambda i: nn.GRUCell(i, hidden)}[cell]
+        self.cell, self.hidden, self.leaky = cell, hidden, leaky
+        self.cells = nn.ModuleList(make(input_shape[1] if layer == 0 else hidden) for layer in range(layers))
+        self.output = nn.Linear(hidden, num_classes)
+        self.record_states = False
+        self.states: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # [N, C, H, W] -> [N, H, C*W]
+            x = x.permute(0, 2, 1, 3).flatten(2)
+        n = x.shape[0]
+        h = [x.new_zeros(n, self.hidden) for _ in self.cells]
+        c = [x.new_zeros(n, self.hidden) for _ in self.cells] if self.cell == "lstm" else None
+        self.states = []
+        for t in range(x.shape[1]):
+            below = x[:, t]
+            for layer, cell in enumerate(self.cells):
+                if c is not None:
+                    h[layer], c[layer] = cell(below, (h[layer], c[layer]))
+                elif self.leaky:
+                    h[layer] = self.leaky * h[layer] + (1 - self.leaky) * cell(below, h[layer])
+                else:
+                    h[layer] = cell(below, h[layer])
+                below = h[layer]
+            if self.record_states and below.requires_grad:
+                below.retain_grad()
+                self.states.append(below)
+        return self.output(h[-1])
 
 
 def _need_images(model: nn.Module, input_shape: tuple[int, ...]) -> None:

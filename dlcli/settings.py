@@ -23,6 +23,8 @@ from dlcli.errors import CheckpointError, ConfigError
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
 POOLINGS = ("max", "avg", "lp")
+CELLS = ("rnn", "lstm", "gru")
+SEQUENCES = ("rows", "pixels")
 TOY_SETS = ("spirals", "moons", "circles", "xor")
 IMAGE_SETS = ("mnist", "fashion_mnist", "cifar10")
 MONITORS = ("val_acc", "val_loss")
@@ -67,6 +69,7 @@ class MLPSettings:
     dropout: float = 0.2
     batch_norm: bool = False
     init: str = "default"
+    residual: bool = False  # an identity shortcut around each hidden layer after the first (equal widths)
 
     def __post_init__(self) -> None:
         require(isinstance(self.depth, int) and 0 <= self.depth <= 1000, "model.depth", self.depth,
@@ -84,6 +87,9 @@ class MLPSettings:
         _choice("model.activation", self.activation, ACTIVATIONS)
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a probability in [0, 1)")
         _choice("model.init", self.init, INITS)
+        if self.residual and isinstance(self.width, list):
+            require(len(set(self.width)) <= 1, "model.width", self.width,
+                    "one width for every hidden layer with model.residual=true (a shortcut adds h to F(h))")
 
 
 @dataclass
@@ -106,6 +112,37 @@ class AlexNetSettings:
     def __post_init__(self) -> None:
         require(0.0 < self.width <= 4.0, "model.width", self.width, "a multiplier in (0, 4]")
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a probability in [0, 1)")
+
+
+@dataclass
+class ResNetSettings:
+    _target_: str = "dlcli.models.ResNet"
+    depth: int = 14  # 6n + 2 weight layers: n basic blocks per stage (20 is the paper's ResNet-20)
+    width: int = 16  # channels of the first stage; the second and third have 2x and 4x
+
+    def __post_init__(self) -> None:
+        require(_is_int(self.depth) and 8 <= self.depth <= 1202 and (self.depth - 2) % 6 == 0, "model.depth",
+                self.depth, "6n + 2 for n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110")
+        require(_is_int(self.width) and 1 <= self.width <= 1024, "model.width", self.width, "an integer in [1, 1024]")
+
+
+@dataclass
+class RecurrentSettings:
+    _target_: str = "dlcli.models.Recurrent"
+    cell: str = "rnn"  # rnn (tanh) | lstm | gru
+    hidden: int = 128  # units per layer
+    layers: int = 1
+    leaky: float = 0.0  # α of the leaky unit h_t = α·h_(t-1) + (1 − α)·h̃_t, for the plain rnn cell
+
+    def __post_init__(self) -> None:
+        _choice("model.cell", self.cell, CELLS)
+        require(_is_int(self.hidden) and 1 <= self.hidden <= 16384, "model.hidden", self.hidden,
+                "an integer in [1, 16384]")
+        require(_is_int(self.layers) and 1 <= self.layers <= 64, "model.layers", self.layers, "an integer in [1, 64]")
+        require(0.0 <= self.leaky < 1.0, "model.leaky", self.leaky, "a fraction in [0, 1): 0 is no leak")
+        require(self.leaky == 0.0 or self.cell == "rnn", "model.leaky", self.leaky,
+                f"0 for model.cell={self.cell}, whose gates already mix old and new state; leaky units are for "
+                "model.cell=rnn")
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -142,9 +179,12 @@ class ImageDataSettings:
     augment: bool = True  # random shifts (a crop after zero padding) and flips, batched on the device
     crop_padding: int = 2
     flip: bool = False  # a mirrored digit is another digit
+    sequence: Optional[str] = None  # null: images; rows: H steps of W pixels; pixels: H*W steps of 1 (recurrent nets)
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
+        if self.sequence is not None:
+            _choice("data.sequence", self.sequence, SEQUENCES)
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
         require(self.subset is None or self.subset >= 10, "data.subset", self.subset,
                 "null (all training images) or an integer >= 10")
@@ -476,7 +516,8 @@ class Custom:
 
 # group -> option -> schema: the ConfigStore entries, and how load_settings checks an option by its _target_
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings},
+    "model": {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings, "resnet": ResNetSettings,
+              "rnn": RecurrentSettings},
     "data": {"toy": ToyDataSettings, "mnist": ImageDataSettings, "fashion_mnist": FashionMNISTSettings,
              "cifar10": CIFAR10Settings, "image_folder": ImageFolderSettings, "csv": CSVSettings,
              "arrays": ArraysSettings},
@@ -575,6 +616,8 @@ def short_name(spec: Any) -> str:
     """For logs and titles: the option's name for dlcli's own targets, else the class name."""
     if getattr(spec, "name", None) and not isinstance(spec, Custom):
         return spec.name
+    if isinstance(spec, RecurrentSettings):
+        return spec.cell  # rnn, lstm or gru
     for group in SCHEMAS.values():
         for option, cls in group.items():
             if cls is type(spec):

@@ -24,24 +24,31 @@ class LayerRow:
 
 
 def layer_table(model, input_shape: tuple[int, ...]) -> list[LayerRow]:
-    """One row per leaf module, in the order the forward pass runs them, from one sample."""
+    """One row per leaf module, in the order the forward pass first runs them, from one sample; a
+    module run several times (a recurrent cell, once per time step) adds up its MACs."""
     import torch
     from torch import nn
 
-    rows: list[LayerRow] = []
+    rows: dict[nn.Module, LayerRow] = {}
     names = {module: name for name, module in model.named_modules()}
+    gates = {nn.RNNCell: 1, nn.GRUCell: 3, nn.LSTMCell: 4}  # weight matrices per cell, each [hidden, in + hidden]
 
     def record(module, inputs, output):
-        shape = tuple(output.shape[1:])
-        params = sum(p.numel() for p in module.parameters(recurse=False))
+        out = output[0] if isinstance(output, tuple) else output
         if isinstance(module, nn.Linear):
             macs = module.in_features * module.out_features
         elif isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
-            macs = output[0].numel() * (module.in_channels // module.groups) * kh * kw
+            macs = out[0].numel() * (module.in_channels // module.groups) * kh * kw
+        elif type(module) in gates:
+            macs = gates[type(module)] * module.hidden_size * (module.input_size + module.hidden_size)
         else:
             macs = 0
-        rows.append(LayerRow(names[module], type(module).__name__, shape, params, macs))
+        if module in rows:
+            rows[module].macs += macs
+        else:
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows[module] = LayerRow(names[module], type(module).__name__, tuple(out.shape[1:]), params, macs)
 
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(record) for m in leaves]
@@ -52,7 +59,7 @@ def layer_table(model, input_shape: tuple[int, ...]) -> list[LayerRow]:
     finally:
         for h in hooks:
             h.remove()
-    return rows
+    return list(rows.values())
 
 
 def show_summary(cfg: DictConfig) -> list[LayerRow]:
