@@ -5,6 +5,8 @@ random numbers are used: training is the same with or without diagnostics) and b
 weight layer it records the gradient norm, the mean |gradient|, the weight norm, the update-to-weight
 ratio ||W_now - W_before|| / ||W_before|| over the epoch, and for the activation after the layer the
 fraction of dead ReLUs (zero for every sample of the batch) or of saturated sigmoid/tanh outputs.
+For a recurrent net it also records ‖∂L/∂h_t‖ at every time step t (time_gradients.jsonl): how much
+of the gradient reaches each step back through time.
 """
 
 import json
@@ -22,6 +24,8 @@ class GradientFlow:
         self.layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         self.before = {name: m.weight.detach().clone() for name, m in self.layers}
         self.rows: list[dict] = []
+        self.time_rows: list[dict] = []  # recurrent nets: ‖∂L/∂h_t‖ per epoch and step
+        self.time_path = path.with_name("time_gradients.jsonl")
 
     def record(self, epoch: int) -> list[dict]:
         activations: list[tuple[type, torch.Tensor]] = []
@@ -32,9 +36,12 @@ class GradientFlow:
         kinds = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.GELU)
         hooks = [m.register_forward_hook(keep) for m in self.model.modules() if isinstance(m, kinds)]
         was_training = self.model.training
+        recurrent = hasattr(self.model, "record_states")
         self.model.eval()
         try:
             self.model.zero_grad(set_to_none=True)
+            if recurrent:
+                self.model.record_states = True
             objective = self.loss_fn(self.model(self.x), self.y)
             if self.penalty.active:
                 objective = objective + self.penalty()
@@ -43,6 +50,10 @@ class GradientFlow:
             for h in hooks:
                 h.remove()
             self.model.train(was_training)
+            if recurrent:
+                self.model.record_states = False
+        if recurrent:
+            self._record_time(epoch)
         rows = []
         for i, (name, layer) in enumerate(self.layers):
             w, g = layer.weight.detach(), layer.weight.grad
@@ -63,6 +74,15 @@ class GradientFlow:
         with open(self.path, "a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
         return rows
+
+
+    def _record_time(self, epoch: int) -> None:
+        states, self.model.states = self.model.states, []
+        rows = [{"epoch": epoch, "step": t + 1, "grad_norm": float(h.grad.norm()) if h.grad is not None else 0.0}
+                for t, h in enumerate(states)]
+        self.time_rows += rows
+        with open(self.time_path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_diagnostics(run_dir: Path) -> list[dict]:

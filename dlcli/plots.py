@@ -157,6 +157,42 @@ def sweep_gradient_flow(runs: list[tuple[str, list[dict]]]) -> bytes:
     return _png(fig)
 
 
+def gradient_through_time(rows: list[dict], path: Path, title: str) -> Path:
+    """‖∂L/∂h_t‖ against the time step t of a recurrent net, one line per epoch."""
+    plt = _pyplot()
+    epochs = sorted({r["epoch"] for r in rows})
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    cmap = plt.get_cmap("viridis")
+    for k, epoch in enumerate(epochs):
+        mine = sorted((r for r in rows if r["epoch"] == epoch and r["grad_norm"] > 0), key=lambda r: r["step"])
+        ax.plot([r["step"] for r in mine], [r["grad_norm"] for r in mine],
+                color=cmap(k / max(1, len(epochs) - 1)), label=f"epoch {epoch}")
+    _time_axes(ax)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def sweep_gradient_through_time(runs: list[tuple[str, list[dict]]]) -> bytes:
+    """First-epoch ‖∂L/∂h_t‖ against t of every recurrent job, overlaid, as PNG bytes."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (label, rows), style in zip(runs, line_styles(len(runs))):
+        first = sorted((r for r in rows if r["epoch"] == rows[0]["epoch"] and r["grad_norm"] > 0),
+                       key=lambda r: r["step"])  # a gradient that underflowed to 0 has no place on a log scale
+        ax.plot([r["step"] for r in first], [r["grad_norm"] for r in first], label=label, **style)
+    _time_axes(ax)
+    ax.set_title("gradient through time after epoch 1")
+    _legend(fig, ax, len(runs), loc="best")
+    return _png(fig)
+
+
+def _time_axes(ax) -> None:
+    ax.set_yscale("log")
+    ax.set(xlabel="time step t (the last one feeds the classifier)", ylabel="||dL/dh_t||")
+    ax.grid(alpha=0.3)
+
+
 def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> Path:
     """Counts with rows as the true class and columns as the predicted one; colour is the row share."""
     plt = _pyplot()

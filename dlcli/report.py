@@ -199,6 +199,11 @@ def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> di
              for (label, _), j in zip(curves, jobs)]
     if any(rows for _, rows in flows):
         files["gradients"] = ("sweep_gradient_flow.png", plots.sweep_gradient_flow([f for f in flows if f[1]]))
+    through_time = [(label, read_jsonl(out / j.path / "time_gradients.jsonl", ("epoch", "step", "grad_norm")))
+                    for (label, _), j in zip(curves, jobs)]
+    if any(rows for _, rows in through_time):
+        files["through_time"] = ("sweep_gradient_through_time.png",
+                                 plots.sweep_gradient_through_time([f for f in through_time if f[1]]))
     grid = heatmap_grid(jobs, metric)
     if grid is not None:
         (x_name, xs), (y_name, ys), cells = grid

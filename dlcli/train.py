@@ -116,6 +116,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         n = min(256, len(data.train))
         if resume_state is None:
             (run_dir / "diagnostics.jsonl").unlink(missing_ok=True)
+            (run_dir / "time_gradients.jsonl").unlink(missing_ok=True)
         trainer.flow = GradientFlow(model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, trainer.penalty,
                                     run_dir / "diagnostics.jsonl")
     if resume_state is not None:
@@ -157,12 +158,14 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     if not world.main:
         return summary
     write_json(run_dir / "summary.json", summary)
-    from dlcli.plots import gradient_flow, learning_curves
+    from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
 
     title = f"{short_name(settings.model)} on {short_name(settings.data)}: test acc {test['acc']:.2%}"
     learning_curves(progress.history, run_dir / "learning_curves.png", title)
     if trainer.flow is not None:
         gradient_flow(trainer.flow.rows, run_dir / "gradient_flow.png", title)
+        if trainer.flow.time_rows:
+            gradient_through_time(trainer.flow.time_rows, run_dir / "gradient_through_time.png", title)
     log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
              f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
     return summary
