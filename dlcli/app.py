@@ -29,15 +29,18 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     holds, and never replaces a summary.json that says ok. Set DLCLI_DEBUG=1 to see tracebacks.
     Of the processes of a torchrun or SLURM run, rank 0 reports, records and cleans up.
     """
-    from dlcli.distributed import lost_contact, lost_contact_line, rank
+    from dlcli.distributed import leave, lost_contact, lost_contact_line, rank
     from dlcli.files import hold, holds, release
 
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
     fresh = _only_hydra_files(run_dir)
+    if rank() > 0:  # one of several processes (torchrun, SLURM tasks): rank 0 keeps the log
+        _quiet_log(rank())
     try:
-        if multirun and hydra.output_subdir is not None:  # a single run's is held by RunFolder, before Hydra writes
+        # a single run's folder is held by RunFolder, before Hydra writes; of several processes, by rank 0
+        if multirun and hydra.output_subdir is not None and rank() == 0:
             hold(run_dir, "hydra.sweep.dir")
         return task(cfg)
     except KeyboardInterrupt:
@@ -70,8 +73,22 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
             return float("nan")  # the basic sweeper would stop at the first exception
         raise SystemExit(getattr(exc, "exit_code", 1)) from None
     finally:
+        leave()
         if multirun:
             release(run_dir)
+
+
+def _quiet_log(rank_: int) -> None:
+    """A process other than rank 0 writes no log file and prints only warnings, marked with its rank."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+        else:
+            handler.setFormatter(logging.Formatter(f"[rank {rank_}] %(message)s"))
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dlcli").setLevel(logging.WARNING)
 
 
 def _say(line: str) -> None:

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlcli: error: {unused}", file=sys.stderr)
         return 2
     launching = {"-m", "--multirun"} & set(args) and not {"-c", "--cfg", "-i", "--info", "--help", "-h"} & set(args)
+    if launching and int(os.environ.get("WORLD_SIZE", 1)) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        if os.environ.get("RANK", "0") == "0":  # the same line from every process would say nothing more
+            print(f"dlcli: error: {NO_SWEEP_UNDER_TORCHRUN}", file=sys.stderr)
+        return 2
     slurm = any(a in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for a in args)
     if launching and slurm and not shutil.which("srun"):
         print(f"dlcli: error: {NO_SLURM}", file=sys.stderr)  # before Hydra makes the sweep folder
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+NO_SWEEP_UNDER_TORCHRUN = ("-m sweeps do not run under torchrun, whose processes would each start the sweep; run the "
+                           "sweep with dlcli itself and give each job its processes: dlcli train -m trainer.devices=N ...")
 NO_SLURM = ("SLURM is not available here (no srun command); use hydra/launcher=submitit_local to try the same "
             "submitit path on this machine, or submit from a SLURM login node")
 

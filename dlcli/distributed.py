@@ -216,16 +216,23 @@ def launch(settings, config: dict, run_dir: Path, resume: str) -> dict:
     # multiprocessing's resource tracker (started with this environment) warns of the semaphore a
     # killed process leaves, after dlcli's line; it cleans it up all the same
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
+    # Ctrl-C reaches every process of the terminal's group. Blocked here, it waits in the workers
+    # (which inherit the mask) until _worker can take it, not as a traceback while torch imports;
+    # they stop and exit with 130, which ends the launch below.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         results = elastic_launch(launch_config, _worker)(settings, config, str(run_dir), resume, logging_config)
     except ChildFailedError as exc:
         codes = {f.exitcode for f in exc.failures.values()}
-        if codes <= {128 + signal.SIGINT, 128 + signal.SIGTERM}:  # a signal sent to the processes, not to us
-            raise _interrupted(max(codes) - 128, run_dir, resume) from None
-        raise ProcessesFailed(failure_line(exc.failures, resume)) from None
+        stopped = codes & {128 + signal.SIGINT, 128 + signal.SIGTERM}
+        if stopped and min(codes) > 0:  # a signal sent to the processes (the others may have lost contact)
+            raise _interrupted(max(stopped) - 128, run_dir, resume) from None
+        raise ProcessesFailed(failure_line(exc.failures, resume, run_dir)) from None
     except SignalException as exc:  # the agent passed the signal on and waited for the processes to stop
         raise _interrupted(exc.sigval, run_dir, resume) from None
     finally:
+        signal.sigtimedwait({signal.SIGINT}, 0)  # this process's copy of a Ctrl-C the workers answered
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for s, handler in handlers.items():  # the agent's handlers would raise in whatever runs next
             signal.signal(s, handler)
         for logger, level in levels.items():
@@ -251,6 +258,14 @@ def check_devices(device: str, devices: int, gpus: int) -> None:
 
 def _worker(settings, config: dict, run_dir: str, resume: str, logging_config: dict):
     """One process started by `launch`: its summary, or the DlcliError that stopped it, goes back to the launcher."""
+    import signal
+
+    def stop_now(signum, frame):  # before training starts there is nothing to save
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop_now)  # until Trainer.fit takes them over
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C during start-up lands here
     where = place()
     _configure_logging(where[0] if where else 0, logging_config)
     from dlcli.train import run_training
@@ -265,6 +280,15 @@ def _worker(settings, config: dict, run_dir: str, resume: str, logging_config: d
         if not lost_contact(exc) or os.environ.get("DLCLI_DEBUG"):
             traceback.print_exc()  # a bug: the launcher's line points here
         raise SystemExit(1) from None
+    finally:
+        leave()
+
+
+def leave() -> None:
+    """Leave the process group, as torch asks before a process exits (its threads would abort otherwise)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _configure_logging(rank_: int, logging_config: dict) -> None:
@@ -291,17 +315,20 @@ def lost_contact_line(exc: BaseException) -> str:
             "the network failed; after fixing the cause, continue with trainer.resume=auto and the same hydra.run.dir")
 
 
-def failure_line(failures: dict, resume: str) -> str:
+def failure_line(failures: dict, resume: str, run_dir: Path) -> str:
     """One line for processes that died: the one killed by a signal, else the first to fail."""
     import signal
 
     killed = sorted((r, f) for r, f in failures.items() if f.exitcode < 0)
     r, f = killed[0] if killed else min(failures.items(), key=lambda item: (item[1].timestamp, item[0]))
-    if f.exitcode < 0:
-        what = f"process rank {r} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}"
-    else:
-        what = f"process rank {r} (pid {f.pid}) failed with exit code {f.exitcode}"
-    return f"{what}; the other processes were stopped; continue from the last checkpoint with: {resume}"
+    if f.exitcode > 0:  # an error, reported by the process itself above: resuming would meet it again
+        return f"process rank {r} (pid {f.pid}) failed with exit code {f.exitcode} (its error is above); the other " \
+               "processes were stopped"
+    what = f"process rank {r} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}; the other processes " \
+           "were stopped"
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return f"{what}; continue from the last checkpoint with: {resume}"
+    return f"{what} before the first checkpoint; start again with the same command"
 
 
 def _interrupted(signum: int, run_dir: Path, resume: str) -> Interrupted:
@@ -309,7 +336,9 @@ def _interrupted(signum: int, run_dir: Path, resume: str) -> Interrupted:
     import torch
 
     last = run_dir / "checkpoints" / "last.pt"
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True) if last.exists() else {}
+    if not last.exists():  # stopped while starting: no checkpoint, nothing to resume
+        return Interrupted(int(signum), 0, 0, saved=False)
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
     return Interrupted(int(signum), state.get("epoch", 0), state.get("step", 0), resume)
 
 

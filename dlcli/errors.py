@@ -34,17 +34,21 @@ class CheckFailed(DlcliError):
 class Interrupted(DlcliError):
     """SIGINT or SIGTERM stopped training at a step boundary, after last.pt was saved."""
 
-    def __init__(self, signum: int, epoch: int, step: int, resume: str = ""):
+    def __init__(self, signum: int, epoch: int, step: int, resume: str = "", saved: bool = True):
         import signal
 
-        self.signum, self.epoch, self.step, self.resume = signum, epoch, step, resume
+        self.signum, self.epoch, self.step, self.resume, self.saved = signum, epoch, step, resume, saved
         self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as the shell reports them
         name = signal.Signals(signum).name
+        if not saved:
+            super().__init__(f"{name}: stopped while starting, before any checkpoint; start again with the same "
+                             "command")
+            return
         super().__init__(f"{name}: stopped at epoch {epoch}, step {step} with checkpoints/last.pt saved"
                          + (f"; resume with: {resume}" if resume else ""))
 
     def __reduce__(self):  # a worker process hands it to the launching process (pickled)
-        return Interrupted, (self.signum, self.epoch, self.step, self.resume)
+        return Interrupted, (self.signum, self.epoch, self.step, self.resume, self.saved)
 
 
 class ProcessesFailed(DlcliError):

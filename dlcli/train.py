@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
-from dlcli.errors import Interrupted
+from dlcli.errors import ConfigError, Interrupted
 from dlcli.settings import ImageDataSettings, Settings, load_settings, short_name, target_of
 
 log = logging.getLogger("dlcli")
@@ -132,6 +132,14 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         progress = trainer.fit()
     except Interrupted as stop:
         raise Interrupted(stop.signum, stop.epoch, stop.step, resume) from None
+    except RuntimeError as exc:
+        if world.size > 1 and "finished reduction in the prior iteration" in str(exc):
+            unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            raise ConfigError(f"{short_name(settings.model)} has parameters that its forward pass does not use "
+                              f"({', '.join(unused[:5]) or 'some'}); DistributedDataParallel needs a gradient for "
+                              "every parameter: remove them, freeze them (requires_grad=False), or train in one "
+                              "process (trainer.devices=1)") from None
+        raise
 
     world.barrier()  # rank 0 has written best.pt
     best_path = trainer.checkpoint_dir / "best.pt"

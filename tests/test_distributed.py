@@ -232,10 +232,16 @@ def test_torchrun_and_slurm_places(monkeypatch):
     assert place() == (1, 2, 0, 2)  # torchrun's variables win
 
 
-def test_failure_line_names_the_killed_process():
+def test_failure_line_names_the_killed_process(tmp_path):
     class Failure:
         def __init__(self, exitcode, pid, timestamp):
             self.exitcode, self.pid, self.timestamp = exitcode, pid, timestamp
 
-    line = failure_line({0: Failure(1, 10, 5), 1: Failure(-9, 11, 6)}, "dlcli train trainer.resume=auto")
-    assert line.startswith("process rank 1 (pid 11) was killed by SIGKILL") and line.endswith("trainer.resume=auto")
+    resume = "dlcli train trainer.resume=auto"
+    line = failure_line({0: Failure(1, 10, 5), 1: Failure(-9, 11, 6)}, resume, tmp_path)
+    assert line.startswith("process rank 1 (pid 11) was killed by SIGKILL") and "start again" in line  # no last.pt
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").touch()
+    assert failure_line({0: Failure(1, 10, 5), 1: Failure(-9, 11, 6)}, resume, tmp_path).endswith(resume)
+    line = failure_line({1: Failure(1, 11, 6)}, resume, tmp_path)  # a bug: resuming would meet it again
+    assert "failed with exit code 1 (its error is above)" in line and "resume" not in line
