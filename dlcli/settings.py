@@ -200,8 +200,9 @@ class FashionMNISTSettings(ImageDataSettings):
     name: str = "fashion_mnist"
     mean: List[float] = field(default_factory=lambda: [0.2860])
     std: List[float] = field(default_factory=lambda: [0.3530])
-    augment: bool = False
-    flip: bool = True
+    augment: bool = True
+    crop_padding: int = 0  # flips only: the items are centred, and shifts need more than the default 10 epochs
+    flip: bool = True  # a mirrored shirt is still a shirt
 
 
 @dataclass
