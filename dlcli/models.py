@@ -68,6 +68,9 @@ class MLP(nn.Module):
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(sizes[-1], num_classes)
         init_weights(self, init)
+        shortcuts = [m for m in layers if isinstance(m, Shortcut)]
+        for m in shortcuts:  # each branch adds to h: scaled by 1/sqrt(L) (as in Fixup, Zhang et al. 2019), the
+            m.layer.linear.weight.data.mul_(len(shortcuts) ** -0.5)  # sum stays bounded at init, ReLU's too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(self.flatten(x)))

@@ -158,15 +158,14 @@ def sweep_gradient_flow(runs: list[tuple[str, list[dict]]]) -> bytes:
 
 
 def gradient_through_time(rows: list[dict], path: Path, title: str) -> Path:
-    """‖∂L/∂h_t‖ against the time step t of a recurrent net, one line per epoch."""
+    """‖∂L/∂h_t‖ against the steps back from the last state of a recurrent net, one line per epoch."""
     plt = _pyplot()
     epochs = sorted({r["epoch"] for r in rows})
     fig, ax = plt.subplots(figsize=(8, 4.5))
     cmap = plt.get_cmap("viridis")
     for k, epoch in enumerate(epochs):
-        mine = sorted((r for r in rows if r["epoch"] == epoch and r["grad_norm"] > 0), key=lambda r: r["step"])
-        ax.plot([r["step"] for r in mine], [r["grad_norm"] for r in mine],
-                color=cmap(k / max(1, len(epochs) - 1)), label=f"epoch {epoch}")
+        ax.plot(*_steps_back([r for r in rows if r["epoch"] == epoch]), color=cmap(k / max(1, len(epochs) - 1)),
+                label=f"epoch {epoch}")
     _time_axes(ax)
     ax.legend(fontsize=7)
     ax.set_title(title)
@@ -174,22 +173,28 @@ def gradient_through_time(rows: list[dict], path: Path, title: str) -> Path:
 
 
 def sweep_gradient_through_time(runs: list[tuple[str, list[dict]]]) -> bytes:
-    """First-epoch ‖∂L/∂h_t‖ against t of every recurrent job, overlaid, as PNG bytes."""
+    """First-epoch ‖∂L/∂h_t‖ of every recurrent job against the steps back from its last state, as PNG bytes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for (label, rows), style in zip(runs, line_styles(len(runs))):
-        first = sorted((r for r in rows if r["epoch"] == rows[0]["epoch"] and r["grad_norm"] > 0),
-                       key=lambda r: r["step"])  # a gradient that underflowed to 0 has no place on a log scale
-        ax.plot([r["step"] for r in first], [r["grad_norm"] for r in first], label=label, **style)
+        ax.plot(*_steps_back([r for r in rows if r["epoch"] == rows[0]["epoch"]]), label=label,
+                **{**style, "marker": None})
     _time_axes(ax)
     ax.set_title("gradient through time after epoch 1")
     _legend(fig, ax, len(runs), loc="best")
     return _png(fig)
 
 
+def _steps_back(rows: list[dict]) -> tuple[list[int], list[float]]:
+    """(T − t, ‖∂L/∂h_t‖), leaving out gradients that underflowed to 0 (no place on a log scale)."""
+    last = max(r["step"] for r in rows)
+    kept = sorted((r for r in rows if r["grad_norm"] > 0), key=lambda r: r["step"])
+    return [last - r["step"] for r in kept], [r["grad_norm"] for r in kept]
+
+
 def _time_axes(ax) -> None:
     ax.set_yscale("log")
-    ax.set(xlabel="time step t (the last one feeds the classifier)", ylabel="||dL/dh_t||")
+    ax.set(xlabel="steps back from the last state, T - t", ylabel="||dL/dh_t||")
     ax.grid(alpha=0.3)
 
 

@@ -132,4 +132,7 @@ def test_the_experiments_compose_their_jobs():
     assert dict(long.hydra.sweeper.params) == {"data.sequence": "rows,pixels", "model.cell": "rnn,lstm",
                                                "trainer.grad_clip": "null,1.0"}
     assert long.model._target_ == "dlcli.models.Recurrent" and long.trainer.diagnostics
-    assert dict(vanishing.hydra.sweeper.params) == {"model.activation": "sigmoid,relu", "model.residual": "false,true"}
+    assert dict(vanishing.hydra.sweeper.params) == {"+experiment/vanishing": "sigmoid,relu,sigmoid_shortcuts"}
+    with initialize_config_module("dlcli.configs", version_base="1.3"):
+        job = compose("train", overrides=["experiment=vanishing_gradients", "+experiment/vanishing=sigmoid_shortcuts"])
+    assert (job.model.activation, job.model.residual, job.model.depth) == ("sigmoid", True, 10)
