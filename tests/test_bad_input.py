@@ -22,9 +22,9 @@ def keepsake(tmp_path):
 
 
 def test_unknown_group_option_lists_the_choices(dlcli, tmp_path, keepsake):
-    proc = dlcli("train", "model=resnet")
+    proc = dlcli("train", "model=transformer")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "Could not find 'model/resnet'" in proc.stderr
+    assert "Could not find 'model/transformer'" in proc.stderr
     assert all(name in proc.stderr for name in ("alexnet", "lenet", "mlp"))
     assert snapshot(tmp_path) == keepsake
 

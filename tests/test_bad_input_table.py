@@ -18,7 +18,7 @@ from conftest import FAST_TOY, assert_one_line_error
 
 CASES = [
     # unknown groups, options and keys
-    (["train", "model=resnet"], "choose one of: alexnet, custom, lenet, mlp"),
+    (["train", "model=transformer"], "choose one of: alexnet, custom, lenet, mlp, resnet, rnn"),
     (["train", "data=imagenet"], "choose one of: arrays, cifar10, csv, custom, fashion_mnist, image_folder, mnist, toy"),
     (["train", "optimizer=lamb"], "Could not find 'optimizer/lamb'"),
     (["train", "scheduler=warmup"], "Could not find 'scheduler/warmup'"),
