@@ -11,7 +11,7 @@ from dlcli.errors import ConfigError
 from dlcli.models import MLP, BasicBlock, Recurrent, ResNet, Shortcut
 from dlcli.settings import ImageDataSettings, MLPSettings, RecurrentSettings, ResNetSettings
 from dlcli.summary import layer_table
-from tests.test_gradcheck_summary import compose_cfg, gradcheck
+from test_gradcheck_summary import compose_cfg, gradcheck
 
 
 def test_resnet_has_n_blocks_per_stage_and_projects_where_the_shape_changes():

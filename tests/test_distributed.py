@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST_TOY
 
 from dlcli.data import batches_per_epoch, load_data, share, train_batches
 from dlcli.distributed import check_devices, failure_line, place
@@ -155,8 +156,6 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_sweep_of_two_process_jobs(dlcli, tmp_path):
-    from tests.conftest import FAST_TOY
-
     proc = dlcli("train", "-m", *FAST_TOY, "trainer.devices=2", "trainer.device=cpu", "optimizer.lr=0.01,0.003",
                  "hydra.sweep.dir=sweep")
     assert proc.returncode == 0, proc.stderr
@@ -176,8 +175,6 @@ def test_a_group_that_cannot_form_times_out_in_one_line(dlcli, tmp_path):
 
 
 def _toy():
-    from tests.conftest import FAST_TOY
-
     return [*FAST_TOY, "trainer.device=cpu"]
 
 
