@@ -35,7 +35,7 @@ valid_configs = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_configs)
 def test_any_valid_combination_takes_a_training_step(choice):
     overrides = [f"{g}={choice[g]}" for g in ("model", "loss", "regularization", "optimizer", "scheduler")]
