@@ -57,6 +57,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     allow = list(cfg.allow) if isinstance(cfg.allow, (list, ListConfig)) else [str(cfg.allow)]
     if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder eval runs from
         sys.path.insert(0, os.getcwd())
+    config.pop("logger", None)  # where training was tracked does not matter to its evaluation
     check_targets(config, allow, f"checkpoint {path}")
     if cfg.data.root is not None:
         config["data"]["root"] = str(cfg.data.root)

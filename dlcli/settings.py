@@ -456,6 +456,17 @@ class PlateauSettings:
 
 
 @dataclass
+class EarlyStoppingSettings:
+    patience: Optional[int] = None  # stop after this many epochs without improvement of trainer.monitor; null: off
+    min_delta: float = 0.0  # an improvement must be larger than this (0.001: a tenth of a percent of accuracy)
+
+    def __post_init__(self) -> None:
+        require(self.patience is None or self.patience >= 1, "trainer.early_stopping.patience", self.patience,
+                "null (off) or an integer >= 1: epochs without improvement before training stops")
+        require(self.min_delta >= 0, "trainer.early_stopping.min_delta", self.min_delta, "a number >= 0")
+
+
+@dataclass
 class TrainerSettings:
     epochs: int = 10
     batch_size: int = 128
@@ -476,6 +487,7 @@ class TrainerSettings:
     diagnostics: bool = False  # per layer and epoch: gradient and weight norms, update ratio, dead units
     devices: int = 1  # processes to train in (data parallel): one per GPU, or CPU processes with device=cpu
     dist_timeout: float = 300.0  # seconds that processes of a multi-process run wait for each other
+    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -507,6 +519,37 @@ class TrainerSettings:
             existing_checkpoint(self.resume, "trainer.resume")
 
 
+# --- experiment trackers (dlcli.loggers) ---------------------------------------------------------
+
+
+@dataclass
+class TensorBoardSettings:
+    _target_: str = "dlcli.loggers.TensorBoard"
+    log_dir: str = "tensorboard"  # inside the run folder
+
+
+@dataclass
+class MLflowSettings:
+    _target_: str = "dlcli.loggers.MLflow"
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"  # a local file (no server); or http://host:5000, file:...
+    experiment: str = "dlcli"
+    artifacts: bool = True  # also store best.pt, summary.json and the pictures with the run
+
+    def __post_init__(self) -> None:
+        require(self.experiment.strip() != "", "logger.experiment", self.experiment, "a non-empty experiment name")
+
+
+@dataclass
+class WandbSettings:
+    _target_: str = "dlcli.loggers.WandB"
+    project: str = "dlcli"
+    mode: str = "offline"  # offline (files in the run folder; `wandb sync` uploads them) | online | disabled
+    entity: Optional[str] = None  # your W&B user or team (online)
+
+    def __post_init__(self) -> None:
+        _choice("logger.mode", self.mode, ("offline", "online", "disabled"))
+
+
 @dataclass
 class Custom:
     """A `_target_` dlcli has no schema for: its other keys are passed to it as they are."""
@@ -530,6 +573,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": {"cosine": CosineSettings, "onecycle": OneCycleSettings, "step": StepSettings,
                   "plateau": PlateauSettings},
     "trainer": {"default": TrainerSettings},
+    "logger": {"tensorboard": TensorBoardSettings, "mlflow": MLflowSettings, "wandb": WandbSettings},
 }
 BY_TARGET = {g: {cls._target_: cls for cls in options.values() if hasattr(cls, "_target_")}
              for g, options in SCHEMAS.items()}
@@ -558,6 +602,7 @@ class Settings:
     optimizer: Any
     scheduler: Any  # a schedule schema, Custom, or None for a constant lr
     trainer: TrainerSettings
+    logger: Any = None  # a logger schema, Custom, or None (logger=none: metrics files only)
 
 
 def load_settings(cfg: Any) -> Settings:
@@ -586,6 +631,8 @@ def load_settings(cfg: Any) -> Settings:
         optimizer=_spec("optimizer", raw["optimizer"]),
         scheduler=_spec("scheduler", raw["scheduler"]) if raw["scheduler"].get("_target_") else None,
         trainer=build(TrainerSettings, raw["trainer"], "trainer"),
+        # optional: the configs inside checkpoints of earlier versions have no logger
+        logger=_spec("logger", raw["logger"]) if (raw.get("logger") or {}).get("_target_") else None,
     )
 
 
@@ -669,7 +716,8 @@ def _home_module(target: str) -> str | None:
 
 def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(key.rpartition("._target_")[0] or "config", value if isinstance(value, str) else repr(value))
-            for key, value in leaves(node, prefix) if key == "_target_" or key.endswith("._target_")]
+            for key, value in leaves(node, prefix)
+            if (key == "_target_" or key.endswith("._target_")) and value is not None]  # null builds nothing
 
 
 def _strings(node: Any) -> list[tuple[str, str]]:
@@ -704,7 +752,7 @@ def build(cls: type, section: dict, prefix: str) -> Any:
     A key the section lacks takes the schema's default: the built-in option's value.
     """
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = _field_names(cls)
     unknown = sorted(set(section) - set(names) - {"_partial_", "_convert_", "_recursive_"})
     if unknown:
         near = difflib.get_close_matches(unknown[0], names, n=1)
@@ -717,6 +765,10 @@ def build(cls: type, section: dict, prefix: str) -> Any:
 
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def _is_int(value: Any) -> bool:
@@ -736,6 +788,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 continue
         words = " or ".join(_describe(option) for option in typing.get_args(hint))
         raise ConfigError(f"{key}={show(value)} is invalid: expected {words}")
+    if dataclasses.is_dataclass(hint):  # a nested section, e.g. trainer.early_stopping
+        require(isinstance(value, dict), key, value, f"a section with the keys {', '.join(_field_names(hint))}")
+        return build(hint, value, key)
     if origin is list:
         (item,) = typing.get_args(hint)
         require(isinstance(value, (list, tuple)), key, value, f"expected {_describe(hint)}")
@@ -777,6 +832,11 @@ def composition_error(exc: BaseException) -> str | None:
     except Exception:  # keep the text as typed
         pass
     message = str(cause)
+    if "is not a subclass of" in message:  # a whole section given one value
+        section = globals().get(message.split("is not a subclass of", 1)[1].split(".")[0].strip())
+        keys = _field_names(section) if dataclasses.is_dataclass(section) else ["<key>"]
+        return (f"{key}={show(value)} is invalid: {key} is a section of keys ({', '.join(keys)}); set one, e.g. "
+                f"{key}.{keys[0]}=...")
     wanted = next((words for name, words in (("Integer", "an integer"), ("Float", "a finite number"),
                                              ("Boolean", "true or false"), ("bool", "true or false"),
                                              ("String", "a string")) if name in message), "another type")

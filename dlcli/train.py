@@ -68,6 +68,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     from dlcli.data import batches_per_epoch, load_data
     from dlcli.distributed import join
     from dlcli.files import write_json
+    from dlcli.loggers import Logger, build_logger, finishing
     from dlcli.losses import build_loss
     from dlcli.models import count_parameters
     from dlcli.optim import build_optimizer, build_schedule
@@ -82,6 +83,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         if device.type == "cuda":
             device = torch.device("cuda", world.local_rank)
     threads = set_threads(t.threads, world.local_size)
+    logger = build_logger(settings.logger) if world.main else Logger()  # before the data: a missing package at once
     resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
     if resume_state is not None:
         check_resumable(resume_state, resume_path)
@@ -122,61 +124,87 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     if resume_state is not None:
         trainer.resume_from(resume_state)
         log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
+    trainer.logger = logger
+    trainer.tracked = start_tracking(logger, settings.logger, run_dir, config, resume_state, trainer.progress.epoch)
     params = count_parameters(model)
     processes = f", {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'})" if world.size > 1 else ""
     log.info(f"{short_name(settings.model)} ({params:,} parameters) on {short_name(settings.data)}: "
              f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
              f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}){processes}, run dir {run_dir}")
 
-    try:
-        progress = trainer.fit()
-    except Interrupted as stop:
-        raise Interrupted(stop.signum, stop.epoch, stop.step, resume) from None
-    except RuntimeError as exc:
-        if world.size > 1 and "finished reduction in the prior iteration" in str(exc):
-            unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
-            raise ConfigError(f"{short_name(settings.model)} has parameters that its forward pass does not use "
-                              f"({', '.join(unused[:5]) or 'some'}); DistributedDataParallel needs a gradient for "
-                              "every parameter: remove them, freeze them (requires_grad=False), or train in one "
-                              "process (trainer.devices=1)") from None
-        raise
+    with finishing(logger):  # a failed or interrupted run is marked so in the tracker
+        try:
+            progress = trainer.fit()
+        except Interrupted as stop:
+            raise Interrupted(stop.signum, stop.epoch, stop.step, resume) from None
+        except RuntimeError as exc:
+            if world.size > 1 and "finished reduction in the prior iteration" in str(exc):
+                unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+                raise ConfigError(f"{short_name(settings.model)} has parameters that its forward pass does not use "
+                                  f"({', '.join(unused[:5]) or 'some'}); DistributedDataParallel needs a gradient for "
+                                  "every parameter: remove them, freeze them (requires_grad=False), or train in one "
+                                  "process (trainer.devices=1)") from None
+            raise
 
-    world.barrier()  # rank 0 has written best.pt
-    best_path = trainer.checkpoint_dir / "best.pt"
-    load_weights(model, load_checkpoint(best_path), best_path)
-    test = evaluate(model, data, "test", loss_fn, t.eval_batch_size, trainer.autocast, world)
-    best_row = progress.history[progress.best_epoch - 1]
-    summary = {
-        "status": "ok",
-        "test_loss": test["loss"],
-        "test_acc": test["acc"],
-        "best_epoch": progress.best_epoch,
-        "best_val_acc": best_row["val_acc"],
-        "best_val_loss": best_row["val_loss"],
-        "epochs": progress.epoch,
-        "final_train_loss": progress.history[-1]["train_loss"],
-        "params": params,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "startup_seconds": trainer.startup_seconds,
-        "peak_rss_mb": peak_rss_mb(),
-        "device": str(device),
-        "processes": world.size,
-        "versions": versions(),
-    }
-    if not world.main:
-        return summary
-    write_json(run_dir / "summary.json", summary)
-    from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
+        world.barrier()  # rank 0 has written best.pt
+        best_path = trainer.checkpoint_dir / "best.pt"
+        load_weights(model, load_checkpoint(best_path), best_path)
+        test = evaluate(model, data, "test", loss_fn, t.eval_batch_size, trainer.autocast, world)
+        best_row = progress.history[progress.best_epoch - 1]
+        summary = {
+            "status": "ok",
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+            "best_epoch": progress.best_epoch,
+            "best_val_acc": best_row["val_acc"],
+            "best_val_loss": best_row["val_loss"],
+            "epochs": progress.epoch,
+            "stopped": {"epoch": progress.epoch,
+                        "reason": f"early stopping: {progress.stop_reason}" if progress.stop_reason
+                        else f"completed trainer.epochs={t.epochs}"},
+            "final_train_loss": progress.history[-1]["train_loss"],
+            "params": count_parameters(model),
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            "startup_seconds": trainer.startup_seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "device": str(device),
+            "processes": world.size,
+            "versions": versions(),
+        }
+        if not world.main:
+            return summary
+        write_json(run_dir / "summary.json", summary)
+        from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
 
-    title = f"{short_name(settings.model)} on {short_name(settings.data)}: test acc {test['acc']:.2%}"
-    learning_curves(progress.history, run_dir / "learning_curves.png", title)
-    if trainer.flow is not None:
-        gradient_flow(trainer.flow.rows, run_dir / "gradient_flow.png", title)
-        if trainer.flow.time_rows:
-            gradient_through_time(trainer.flow.time_rows, run_dir / "gradient_through_time.png", title)
+        title = f"{short_name(settings.model)} on {short_name(settings.data)}: test acc {test['acc']:.2%}"
+        learning_curves(progress.history, run_dir / "learning_curves.png", title)
+        if trainer.flow is not None:
+            gradient_flow(trainer.flow.rows, run_dir / "gradient_flow.png", title)
+            if trainer.flow.time_rows:
+                gradient_through_time(trainer.flow.time_rows, run_dir / "gradient_through_time.png", title)
+    logger.finish("ok", summary, [best_path, run_dir / "summary.json", *sorted(run_dir.glob("*.png"))])
     log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
              f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
     return summary
+
+
+def start_tracking(logger, spec, run_dir: Path, config: dict, resume_state: dict | None, epoch: int) -> dict:
+    """Start the logger's tracked run, continuing the one the resumed checkpoint names if it was the same
+    logger's. A sweep's job is named by its overrides and grouped by its sweep folder (Hydra's files)."""
+    from dlcli.loggers import TrackedRun
+    from dlcli.settings import target_of
+
+    target = target_of(spec) if spec is not None else None
+    before = (resume_state or {}).get("tracked") or {}
+    resume_id = before.get("id") if before.get("target") == target else None
+    sweep = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else None
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    except OSError:
+        overrides = []
+    name = " ".join(overrides) if sweep and overrides else f"{run_dir.parent.name}/{run_dir.name}"
+    run = TrackedRun(run_dir, config, name, str(sweep) if sweep else None, resume_id, epoch)
+    return {"target": target, "id": logger.start(run)}
 
 
 def _check_world(t, world) -> None:

@@ -25,6 +25,7 @@ from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batche
 from dlcli.distributed import World
 from dlcli.errors import DivergedError, Interrupted
 from dlcli.files import write_metrics
+from dlcli.loggers import Logger
 from dlcli.optim import Schedule, load_optimizer_state, optimizer_state
 from dlcli.regularization import Penalty
 from dlcli.settings import TrainerSettings
@@ -42,6 +43,7 @@ class Progress:
     best_value: float | None = None
     history: list[dict] = field(default_factory=list)
     in_epoch: dict | None = None  # set while an epoch is under way: its next batch and running sums
+    stop_reason: str | None = None  # why training ended before trainer.epochs (early stopping)
 
     def improved(self, monitor: str, value: float) -> bool:
         if self.best_value is None:
@@ -65,6 +67,8 @@ class Trainer:
     startup_seconds: float | None = None  # process start to the end of the first optimizer step
     flow: "GradientFlow | None" = None  # per-layer gradient diagnostics, when trainer.diagnostics
     world: World = field(default_factory=World)  # this process among those of a multi-process run
+    logger: Logger = field(default_factory=Logger)  # an experiment tracker (rank 0's; the others' do nothing)
+    tracked: dict | None = None  # {target, id} of the tracked run, kept in checkpoints for a resume to continue
 
     def __post_init__(self) -> None:
         device = self.data.train.y.device
@@ -88,6 +92,11 @@ class Trainer:
         with _stop_requests(escalate=self.world.size == 1) as stop:
             self.stop = stop
             for epoch in range(self.progress.epoch + 1, s.epochs + 1):
+                self.progress.stop_reason = stalled(self.progress.history, s.monitor, s.early_stopping.patience,
+                                                    s.early_stopping.min_delta)
+                if self.progress.stop_reason:  # checked here, not after the epoch: a resumed run stops alike
+                    log.info(f"early stopping after epoch {self.progress.epoch}: {self.progress.stop_reason}")
+                    break
                 started = time.perf_counter()
                 train_loss, train_acc, trained = self.train_epoch(epoch)
                 train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
@@ -113,6 +122,7 @@ class Trainer:
                 self.save("last.pt")
                 if self.world.main:
                     write_metrics(self.run_dir, self.progress.history)
+                    self.logger.log_epoch(row)
                 if self.stopping:  # asked during the epoch's last window: it was worth finishing
                     raise Interrupted(self.stopping, epoch, self.progress.step)
         return self.progress
@@ -233,6 +243,7 @@ class Trainer:
             "rng": rngs[0],
             "rng_ranks": rngs,  # one per process: dropout draws differ between them
             "world_size": self.world.size,
+            "tracked": self.tracked,
         })
 
     def resume_from(self, state: dict) -> None:
@@ -250,6 +261,26 @@ class Trainer:
         self.progress = Progress(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
                                  best_value=state["best_value"], history=list(state["metrics"]),
                                  in_epoch=state.get("in_epoch"))
+
+
+def stalled(history: list[dict], monitor: str, patience: int | None, min_delta: float) -> str | None:
+    """Why to stop early, or None: `patience` epochs in a row that did not improve the monitored value
+    by more than min_delta over the best one so far. Computed from the history alone, so a resumed
+    run decides exactly as an uninterrupted one."""
+    if patience is None:
+        return None
+    higher = monitor.endswith("acc")
+    best, best_epoch = None, 0
+    for row in history:
+        value = row[monitor]
+        if best is None or (value - best > min_delta if higher else best - value > min_delta):
+            best, best_epoch = value, row["epoch"]
+    waited = len(history) - best_epoch if history else 0
+    if waited < patience:
+        return None
+    by = f" by more than {min_delta:g}" if min_delta else ""
+    return (f"{monitor} did not improve{by} for {waited} epochs (trainer.early_stopping.patience={patience}); "
+            f"best {best:.4g} at epoch {best_epoch}")
 
 
 def autocast(precision: str, device: torch.device):

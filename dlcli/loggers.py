@@ -1,0 +1,244 @@
+"""Experiment trackers: the `logger=` config group (tensorboard, mlflow, wandb, or your own class).
+
+metrics.jsonl and metrics.csv are always written; a logger sends the same per-epoch numbers (under
+the same names as metrics.csv's columns) to a tracker as well. The trainer calls, in rank 0 only:
+
+    start(run) -> id    once, before the first epoch; the id (or None) is kept in checkpoints, so a
+                        resumed run continues the same tracked run
+    log_epoch(row)      after each epoch, with metrics.csv's row
+    finish(status, summary, files)
+                        once: status ok | failed | interrupted; on ok the summary.json values and
+                        the files worth keeping (best.pt, the pictures)
+
+Each tracker's package is an optional extra, imported only when its logger is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import ConfigError
+
+log = logging.getLogger("dlcli")
+
+
+@dataclass
+class TrackedRun:
+    """What a logger learns about the run it tracks."""
+
+    run_dir: Path
+    config: dict  # the resolved config
+    name: str  # the run folder's name, or a sweep job's overrides
+    group: str | None  # the sweep folder of a sweep's job: the jobs of one sweep are grouped by it
+    resume_id: str | None  # the tracked run to continue (from the checkpoint resumed), else None
+    epoch: int  # epochs already done: 0, or where a resumed run carries on
+
+
+class Logger:
+    """The logger interface, and `logger=none`: every call does nothing."""
+
+    def start(self, run: TrackedRun) -> str | None:
+        return None
+
+    def log_epoch(self, row: dict) -> None:
+        pass
+
+    def finish(self, status: str, summary: dict | None, files: list[Path]) -> None:
+        pass
+
+
+def build_logger(spec: Any) -> Logger:
+    """The logger a config names by `_target_`, called with the option's keys; None builds `Logger()`."""
+    if spec is None:
+        return Logger()
+    from hydra.utils import get_class
+
+    from dlcli.settings import kwargs_of, target_of
+
+    target = target_of(spec)
+    try:
+        cls = get_class(target)
+    except Exception as exc:
+        raise ConfigError(f"logger._target_={target} cannot be imported ({str(exc).splitlines()[0]}); name a class "
+                          "with start, log_epoch and finish methods (see dlcli.loggers.Logger)") from None
+    missing = [m for m in ("start", "log_epoch", "finish") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ConfigError(f"logger._target_={target} lacks {', '.join(missing)}: subclass dlcli.loggers.Logger")
+    try:
+        return cls(**kwargs_of(spec))
+    except TypeError as exc:
+        raise ConfigError(f"logger._target_={target} rejected its arguments ({exc})") from None
+
+
+@contextlib.contextmanager
+def finishing(logger: Logger):
+    """Finish the tracked run as interrupted or failed when the block raises; a run that ends well is
+    finished by the caller, with its summary and files."""
+    from dlcli.errors import Interrupted
+
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            logger.finish("interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed", None, [])
+        except Exception as failure:  # the run's own error is the one to report
+            log.warning(f"the logger could not mark the run ended: {type(failure).__name__}: {failure}")
+        raise
+
+
+def needs(module: str, extra: str, logger: str) -> Any:
+    """Import a tracker's package, or say in one line which extra brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"logger={logger} needs the {extra} package, which is not installed: "
+                          f"pip install \"dlcli[{extra}]\" (or choose logger=none)") from None
+
+
+def params(config: dict) -> dict[str, Any]:
+    """The config as flat dotted keys with scalar values: what trackers show as hyperparameters."""
+    from dlcli.settings import leaves
+
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            for leaf, item in leaves(value, f"{key}."):
+                flat[leaf] = item if isinstance(item, (int, float, str, bool)) else str(item)
+        else:
+            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+class TensorBoard(Logger):
+    """Event files in the run folder, read by `tensorboard --logdir outputs` (a sweep: its folder)."""
+
+    def __init__(self, log_dir: str = "tensorboard") -> None:
+        needs("tensorboard", "tensorboard", "tensorboard")
+        self.log_dir = log_dir
+
+    def start(self, run: TrackedRun) -> str | None:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        # a resumed run drops what a killed run logged after its checkpoint, then logs those epochs again
+        self.writer = SummaryWriter(str(run.run_dir / self.log_dir), purge_step=run.epoch + 1 if run.epoch else None)
+        if run.resume_id is None:  # the HParams tab: this run's config beside its val and test numbers
+            metrics = {name: 0.0 for name in ("val_acc", "val_loss", "test_acc", "test_loss")}
+            for summary in hparams(params(run.config), metrics):
+                self.writer.file_writer.add_summary(summary)
+        return "tensorboard"
+
+    def log_epoch(self, row: dict) -> None:
+        for name, value in row.items():
+            if name != "epoch":
+                self.writer.add_scalar(name, value, row["epoch"])
+        self.writer.flush()
+
+    def finish(self, status: str, summary: dict | None, files: list[Path]) -> None:
+        if summary is not None:
+            for name in ("test_acc", "test_loss"):
+                self.writer.add_scalar(name, summary[name], summary["epochs"])
+        self.writer.close()
+
+
+class MLflow(Logger):
+    """A run in an MLflow tracking store: by default a SQLite file under outputs/, which needs no server."""
+
+    STATUS = {"ok": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+
+    def __init__(self, tracking_uri: str = "sqlite:///outputs/mlflow.db", experiment: str = "dlcli",
+                 artifacts: bool = True) -> None:
+        needs("mlflow", "mlflow", "mlflow")
+        self.tracking_uri, self.experiment, self.artifacts = tracking_uri, experiment, artifacts
+
+    def start(self, run: TrackedRun) -> str | None:
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # their set-up chatter (creating tables, migrations) is not ours
+            logging.getLogger(name).setLevel(logging.WARNING)
+        uri, artifact_root = _tracking_store(self.tracking_uri)
+        self.client = MlflowClient(uri)  # the client, not mlflow's module-level active run: no global state
+        if run.resume_id is not None:
+            self.run_id = run.resume_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return self.run_id
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            try:
+                experiment_id = self.client.create_experiment(self.experiment, artifact_location=artifact_root)
+            except Exception:  # another job of the sweep made it meanwhile
+                experiment_id = self.client.get_experiment_by_name(self.experiment).experiment_id
+        tags = {"dlcli.run_dir": str(run.run_dir)}
+        if run.group:
+            tags["dlcli.sweep"] = run.group
+        self.run_id = self.client.create_run(experiment_id, run_name=run.name, tags=tags).info.run_id
+        from mlflow.entities import Param
+
+        values = [Param(k, str(v)[:6000]) for k, v in params(run.config).items()]
+        for i in range(0, len(values), 100):  # the store takes at most 100 params per call
+            self.client.log_batch(self.run_id, params=values[i:i + 100])
+        return self.run_id
+
+    def log_epoch(self, row: dict) -> None:
+        self._metrics({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+
+    def finish(self, status: str, summary: dict | None, files: list[Path]) -> None:
+        if summary is not None:
+            self._metrics({k: summary[k] for k in ("test_acc", "test_loss")}, summary["epochs"])
+            for path in files if self.artifacts else ():
+                self.client.log_artifact(self.run_id, str(path))
+        self.client.set_terminated(self.run_id, status=self.STATUS.get(status, "FAILED"))
+
+    def _metrics(self, values: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+
+def _tracking_store(uri: str) -> tuple[str, str | None]:
+    """(tracking URI, artifact root for a new experiment): a relative SQLite path is made absolute
+    (dlcli may run from anywhere), and its artifacts go beside the database file."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri, None
+    path = Path(uri[len(prefix):]).expanduser().absolute()  # four slashes (an absolute path) stay absolute
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"logger.tracking_uri={uri} is invalid: cannot make {path.parent} ({exc.strerror}); "
+                          "choose a writable place, e.g. logger.tracking_uri=sqlite:///outputs/mlflow.db") from None
+    return f"{prefix}{path}", (path.parent / "mlartifacts").as_uri()
+
+
+class WandB(Logger):
+    """A Weights & Biases run; offline by default (files under the run folder, `wandb sync` uploads them)."""
+
+    STATUS = {"ok": 0, "failed": 1, "interrupted": 130}
+
+    def __init__(self, project: str = "dlcli", mode: str = "offline", entity: str | None = None) -> None:
+        self.wandb = needs("wandb", "wandb", "wandb")
+        self.project, self.mode, self.entity = project, mode, entity
+
+    def start(self, run: TrackedRun) -> str | None:
+        wandb = self.wandb
+        self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run.run_dir),
+                              name=run.name, group=run.group, id=run.resume_id, resume="allow" if run.resume_id else None,
+                              config=params(run.config), settings=wandb.Settings(silent=True, console="off"))
+        return self.run.id
+
+    def log_epoch(self, row: dict) -> None:
+        self.run.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    def finish(self, status: str, summary: dict | None, files: list[Path]) -> None:
+        if summary is not None:
+            self.run.summary.update({k: summary[k] for k in ("test_acc", "test_loss", "best_val_acc", "best_epoch")})
+        self.run.finish(exit_code=self.STATUS.get(status, 1))

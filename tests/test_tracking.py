@@ -1,0 +1,124 @@
+"""Experiment trackers (logger=tensorboard | mlflow | wandb) and early stopping, end to end and offline."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_TOY, read_jsonl
+
+from dlcli.errors import ConfigError
+from dlcli.trainer import stalled
+
+
+def test_tensorboard_has_one_val_accuracy_point_per_epoch(dlcli, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = dlcli("train", *FAST_TOY, "trainer.epochs=3", "logger=tensorboard", "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    points = events.Scalars("val_acc")
+    assert [p.step for p in points] == [1, 2, 3]
+    assert [p.value for p in points] == pytest.approx([r["val_acc"] for r in rows])
+    assert {"train_loss", "val_loss", "lr", "test_acc"} <= set(events.Tags()["scalars"])
+    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+
+
+def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_path):
+    """A sweep into the default SQLite store; then resuming one job continues its run."""
+    import mlflow
+
+    proc = dlcli("train", "-m", *FAST_TOY, "logger=mlflow", "optimizer.lr=0.01,0.003", "hydra.sweep.dir=sweep")
+    assert proc.returncode == 0, proc.stderr
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dlcli").experiment_id])
+    assert len(runs) == 2
+    assert {r.data.params["optimizer.lr"] for r in runs} == {"0.01", "0.003"}
+    assert {r.data.tags["dlcli.sweep"] for r in runs} == {str(tmp_path / "sweep")}  # grouped by their sweep
+    assert all(r.info.status == "FINISHED" and "optimizer.lr=" in r.info.run_name for r in runs)
+    job = next(r for r in runs if r.data.params["optimizer.lr"] == "0.01")
+    rows = read_jsonl(tmp_path / "sweep" / "0" / "metrics.jsonl")
+    history = client.get_metric_history(job.info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r["val_acc"])) for r in rows]
+    assert job.data.params["trainer.epochs"] == "2" and "test_acc" in job.data.metrics
+    assert {a.path for a in client.list_artifacts(job.info.run_id)} >= {"best.pt", "summary.json",
+                                                                        "learning_curves.png"}
+
+    # a resumed run continues the same tracked run, with the epochs it adds
+    proc = dlcli("train", *FAST_TOY, "logger=mlflow", "optimizer.lr=0.01", "trainer.epochs=3",
+                 "trainer.resume=auto", f"hydra.run.dir={tmp_path / 'sweep' / '0'}")
+    assert proc.returncode == 0, proc.stderr
+    assert len(client.search_runs([job.info.experiment_id])) == 2
+    assert [m.step for m in client.get_metric_history(job.info.run_id, "val_acc")] == [1, 2, 3]
+
+
+def test_wandb_offline_writes_its_run_in_the_run_folder(dlcli, tmp_path):
+    proc = dlcli("train", *FAST_TOY, "logger=wandb", "hydra.run.dir=run", env={"WANDB_SILENT": "true"})
+    assert proc.returncode == 0, proc.stderr
+    (record,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()  # wandb's own binary log: its keys are stored as text
+    assert b"val_acc" in data and b"test_acc" in data and b"optimizer.lr" in data
+
+
+@pytest.mark.parametrize("logger, module", [("tensorboard", "tensorboard"), ("mlflow", "mlflow"), ("wandb", "wandb")])
+def test_a_missing_tracker_package_names_its_extra(monkeypatch, logger, module):
+    from dlcli.loggers import build_logger
+    from dlcli.settings import SCHEMAS
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
+    with pytest.raises(ConfigError, match=rf'pip install "dlcli\[{module}\]"'):
+        build_logger(SCHEMAS["logger"][logger]())
+
+
+def test_a_users_own_logger_class_plugs_in(dlcli, tmp_path):
+    (tmp_path / "my_logs.py").write_text(
+        "from dlcli.loggers import Logger\n"
+        "class Printer(Logger):\n"
+        "    def __init__(self, prefix='row'):\n"
+        "        self.prefix = prefix\n"
+        "    def log_epoch(self, row):\n"
+        "        print(self.prefix, row['epoch'], flush=True)\n")
+    proc = dlcli("train", *FAST_TOY, "logger._target_=my_logs.Printer", "+logger.prefix=EPOCH")
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("EPOCH")] == ["EPOCH 1", "EPOCH 2"]
+
+
+def test_early_stopping_ends_a_stalled_run_and_says_why(dlcli, tmp_path):
+    # a learning rate of 1e-9 leaves the validation accuracy where it starts
+    proc = dlcli("train", *FAST_TOY, "trainer.epochs=10", "optimizer.lr=1e-9", "trainer.early_stopping.patience=2",
+                 "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["stopped"]["epoch"] == 3
+    assert summary["stopped"]["reason"].startswith("early stopping: val_acc did not improve for 2 epochs")
+    assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 3
+    assert "early stopping after epoch 3" in proc.stdout + proc.stderr
+
+
+def test_stalled_counts_epochs_since_an_improvement_larger_than_min_delta():
+    rows = [{"epoch": i + 1, "val_acc": v, "val_loss": -v} for i, v in enumerate([0.5, 0.6, 0.605, 0.608, 0.607])]
+    assert stalled(rows, "val_acc", None, 0.0) is None  # off
+    assert stalled(rows, "val_acc", 2, 0.0) is None  # 0.608 at epoch 4 is the best, one epoch ago
+    assert "best 0.6 at epoch 2" in stalled(rows, "val_acc", 3, 0.01)  # +0.005 and +0.008 are not more than 0.01
+    assert stalled(rows, "val_loss", 1, 0.0) is not None  # lower is better for a loss: -0.607 > -0.608
+    assert stalled([], "val_acc", 1, 0.0) is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.early_stopping.patience=0", "null (off) or an integer >= 1"),
+    ("trainer.early_stopping.min_delta=-1", "a number >= 0"),
+    ("trainer.early_stopping=3", "is a section of keys (patience, min_delta)"),
+    ("logger=tensorbord", "choose one of: mlflow, none, tensorboard, wandb"),
+])
+def test_bad_tracking_options_are_one_line(dlcli, tmp_path, override, message):
+    proc = dlcli("train", *FAST_TOY, override)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_stalled_is_in_the_summary_of_a_full_run(toy_checkpoint: Path):
+    summary = json.loads((toy_checkpoint.parents[1] / "summary.json").read_text())
+    assert summary["stopped"] == {"epoch": 2, "reason": "completed trainer.epochs=2"}
