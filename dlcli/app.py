@@ -175,7 +175,7 @@ class RunFolder(Callback):
             raise SystemExit(exc.exit_code) from None
 
 
-RUN_RESULTS = ("summary.json", "metrics.jsonl", "checkpoints", "eval.json")
+RUN_RESULTS = ("summary.json", "metrics.jsonl", "checkpoints", "eval.json", "predictions.csv")
 
 
 def _continues(resume: str | None, folder: Path) -> bool:

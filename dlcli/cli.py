@@ -16,6 +16,8 @@ COMMANDS = {
     "train": ("dlcli.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
     "eval": ("dlcli.evaluate", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
     "report": ("dlcli.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
+    "predict": ("dlcli.predict", "classify new inputs:  dlcli predict checkpoint=<run>/checkpoints/best.pt inputs=DIR"),
+    "export": ("dlcli.export", "ONNX or TorchScript:  dlcli export checkpoint=<run>/checkpoints/best.pt format=onnx"),
     "gradcheck": ("dlcli.gradcheck", "backprop vs numerical gradients:  dlcli gradcheck model=lenet data=mnist"),
     "summary": ("dlcli.summary", "the model as a table:  dlcli summary model=lenet data=mnist"),
 }
@@ -155,7 +157,7 @@ def _compose_without(command: str, overrides: list[str]) -> dict | None:
 
     import dlcli.settings  # noqa: F401  the schemas the options inherit
 
-    config_name = {"eval": "eval", "summary": "summary", "gradcheck": "gradcheck"}.get(command, "train")
+    config_name = command if command in ("eval", "summary", "gradcheck", "predict", "export") else "train"
     keep = [o for o in overrides if "=" in o and not o.startswith(("-", "hydra.", "hydra/", "+hydra"))]
     try:
         with initialize_config_module("dlcli.configs", version_base="1.3"):

@@ -9,7 +9,7 @@ its own small bash function: it completes the subcommand itself and, after it, a
 import os
 import sys
 
-HYDRA_COMMANDS = ("train", "eval", "gradcheck", "summary")
+HYDRA_COMMANDS = ("train", "eval", "predict", "export", "gradcheck", "summary")
 
 SCRIPT = """_dlcli_completion()
 {

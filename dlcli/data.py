@@ -7,7 +7,7 @@ are standardized once, when they are loaded.
 """
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ class Loaded:
     classes: tuple[str, ...]  # class names, index = label
     mean: list[float]  # per channel in [0, 1] pixel units for images; per feature for tables (training split)
     std: list[float]  # idem, every value > 0
+    features: tuple[str, ...] | None = None  # a table's feature names, in column order, when it has them
 
 
 @dataclass
@@ -55,6 +56,17 @@ class DataBundle:
     flip: bool = False
     channels_last: bool = False  # hand CNNs NHWC batches (set for CUDA)
     sequence: str | None = None  # rows | pixels: hand images to the model as [N, steps, features]
+    mean: list[float] = field(default_factory=list)  # as Loaded's: per channel (images) or feature (tables)
+    std: list[float] = field(default_factory=list)
+    features: tuple[str, ...] | None = None
+
+    def record(self) -> dict:
+        """What a checkpoint keeps to turn new inputs into model inputs as training did, without the
+        dataset: dlcli predict and dlcli export read it (dlcli.inputs)."""
+        images = self.train.x.dtype == torch.uint8
+        return {"kind": "images" if images else "features", "shape": list(self.train.x.shape[1:]),
+                "mean": list(self.mean), "std": list(self.std), "sequence": self.sequence,
+                "classes": list(self.classes), "features": list(self.features) if self.features else None}
 
     @property
     def num_classes(self) -> int:
@@ -129,6 +141,9 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> Dat
         crop_padding=getattr(spec, "crop_padding", 0),
         flip=getattr(spec, "flip", False),
         sequence=sequence,
+        mean=list(loaded.mean),
+        std=list(loaded.std),
+        features=loaded.features,
     )
 
 

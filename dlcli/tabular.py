@@ -38,14 +38,14 @@ def load_csv(path: str | Path, label: str, test_fraction: float = 0.2, seed: int
     names, x, raw_y = _read_table(Path(path).expanduser(), label)
     if test_path is None:
         y, _, classes = encode_labels(raw_y, None, f"column {label!r} of {path}")
-        return _loaded(*hold_out(x, y, test_fraction, seed, str(path)), classes)
+        return _loaded(*hold_out(x, y, test_fraction, seed, str(path)), classes, names)
     test_names, test_x, raw_test_y = _read_table(Path(test_path).expanduser(), label)
     if set(test_names) != set(names):
         raise DataError(f"{test_path} has other feature columns than {path}: {_difference(names, test_names)}; "
                         "give both files the same columns (their order may differ)")
     test_x = test_x[:, [test_names.index(n) for n in names]]  # the training file's column order
     y, test_y, classes = encode_labels(raw_y, raw_test_y, f"column {label!r} of {path}", f"{test_path}")
-    return _loaded(x, y, test_x, test_y, classes)
+    return _loaded(x, y, test_x, test_y, classes, names)
 
 
 def load_arrays(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> Loaded:
@@ -148,9 +148,9 @@ def _whole_numbers(labels: np.ndarray) -> np.ndarray | None:
 
 
 def _loaded(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-            classes: tuple[str, ...]) -> Loaded:
+            classes: tuple[str, ...], features: list[str] | None = None) -> Loaded:
     mean, std = feature_stats(train_x)
-    return Loaded(train_x, train_y, test_x, test_y, classes, mean, std)
+    return Loaded(train_x, train_y, test_x, test_y, classes, mean, std, tuple(features) if features else None)
 
 
 def feature_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:

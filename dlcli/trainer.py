@@ -244,6 +244,7 @@ class Trainer:
             "rng_ranks": rngs,  # one per process: dropout draws differ between them
             "world_size": self.world.size,
             "tracked": self.tracked,
+            "inputs": self.data.record(),  # how inputs were prepared, for dlcli predict and export
         })
 
     def resume_from(self, state: dict) -> None:

@@ -12,7 +12,8 @@ def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
                     str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("dlcli-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for config in ("train.yaml", "eval.yaml", "model/lenet.yaml", "data/toy.yaml", "trainer/default.yaml"):
+    for config in ("train.yaml", "eval.yaml", "predict.yaml", "export.yaml", "model/lenet.yaml", "data/toy.yaml",
+                   "trainer/default.yaml", "logger/mlflow.yaml"):
         assert f"dlcli/configs/{config}" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
