@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from dlcli.errors import ConfigError, DlcliError, Interrupted, ProcessesFailed
+from dlcli.errors import ConfigError, DlcliError, Interrupted, ProcessesFailed, first_line
 
 log = logging.getLogger("dlcli")
 
@@ -127,7 +127,7 @@ def join(device: str, timeout: float) -> World:
     except Exception as exc:
         where_to = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise ProcessesFailed(f"the {size} processes did not form a group within trainer.dist_timeout={timeout:g} "
-                              f"s (this is rank {rank_}, meeting at {where_to}: {_first_line(exc)}); start all "
+                              f"s (this is rank {rank_}, meeting at {where_to}: {first_line(exc)}); start all "
                               "of them with the same MASTER_ADDR and MASTER_PORT, or raise trainer.dist_timeout")
     return world
 
@@ -311,7 +311,7 @@ def lost_contact(exc: BaseException) -> bool:
 
 
 def lost_contact_line(exc: BaseException) -> str:
-    return (f"rank {rank()} lost contact with the other processes ({_first_line(exc)}); another process ended or "
+    return (f"rank {rank()} lost contact with the other processes ({first_line(exc)}); another process ended or "
             "the network failed; after fixing the cause, continue with trainer.resume=auto and the same hydra.run.dir")
 
 
@@ -342,6 +342,3 @@ def _interrupted(signum: int, run_dir: Path, resume: str) -> Interrupted:
     return Interrupted(int(signum), state.get("epoch", 0), state.get("step", 0), resume)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -1,6 +1,12 @@
 """Errors a user can fix. They are printed as one line, without a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first non-blank line, for a one-line message (its type's name if it has none)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class DlcliError(Exception):
     """Base class: the message says what is wrong, what is allowed and how to fix it."""
 

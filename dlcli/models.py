@@ -13,7 +13,7 @@ import sys
 import torch
 from torch import nn
 
-from dlcli.errors import ConfigError
+from dlcli.errors import ConfigError, first_line
 from dlcli.settings import kwargs_of, target_of
 
 
@@ -266,7 +266,7 @@ def build_model(spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Modu
         raise
     except Exception as exc:
         raise ConfigError(f"model._target_={target} rejected its arguments ({type(exc).__name__}: "
-                          f"{_first_line(exc)}); dlcli passes input_shape={tuple(input_shape)} and "
+                          f"{first_line(exc)}); dlcli passes input_shape={tuple(input_shape)} and "
                           f"num_classes={num_classes}, the other keys come from model.*") from None
     _try_one_batch(model, target, input_shape, num_classes)
     return model
@@ -280,7 +280,7 @@ def _try_one_batch(model: nn.Module, target: str, input_shape: tuple[int, ...], 
             out = model(torch.zeros(2, *input_shape))
     except Exception as exc:
         raise ConfigError(f"model {target} failed on a batch of shape {(2, *input_shape)} ({type(exc).__name__}: "
-                          f"{_first_line(exc)}); it must map [N, {', '.join(map(str, input_shape))}] inputs to "
+                          f"{first_line(exc)}); it must map [N, {', '.join(map(str, input_shape))}] inputs to "
                           f"[N, {num_classes}] logits") from None
     finally:
         model.train(was_training)
@@ -290,9 +290,6 @@ def _try_one_batch(model: nn.Module, target: str, input_shape: tuple[int, ...], 
                           f"(2, {num_classes}): one logit per class")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

@@ -13,7 +13,7 @@ import logging
 import torch
 from torch import nn
 
-from dlcli.errors import CheckpointError, ConfigError
+from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.regularization import penalized_weights
 from dlcli.settings import kwargs_of, target_of
 
@@ -38,7 +38,7 @@ def build_optimizer(spec, model: nn.Module, device: torch.device) -> torch.optim
     try:
         return cls(groups, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"optimizer._target_={target_of(spec)} refused its settings ({_first_line(exc)}); "
+        raise ConfigError(f"optimizer._target_={target_of(spec)} refused its settings ({first_line(exc)}); "
                           f"its keys: {', '.join(k for k in accepts if k != 'params')}") from None
 
 
@@ -97,7 +97,7 @@ def build_schedule(spec, optimizer: torch.optim.Optimizer, epochs: int, steps_pe
     try:
         return Schedule(cls(optimizer, **kwargs), interval, target)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"scheduler._target_={target} refused its settings ({_first_line(exc)})") from None
+        raise ConfigError(f"scheduler._target_={target} refused its settings ({first_line(exc)})") from None
 
 
 def optimizer_state(target: str, optimizer: torch.optim.Optimizer) -> dict:
@@ -111,7 +111,7 @@ def load_optimizer_state(target: str, optimizer: torch.optim.Optimizer, saved: d
     try:
         optimizer.load_state_dict(saved["state"])
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"the checkpoint's {target} state does not fit this run ({_first_line(exc)}); "
+        raise CheckpointError(f"the checkpoint's {target} state does not fit this run ({first_line(exc)}); "
                               "resume with the settings it was trained with") from None
 
 
@@ -122,7 +122,7 @@ def _load_class(spec, group: str, base: type) -> type:
     try:
         cls = get_class(target)
     except Exception as exc:
-        raise ConfigError(f"{group}._target_={target} cannot be imported ({_first_line(exc)}); name a class such as "
+        raise ConfigError(f"{group}._target_={target} cannot be imported ({first_line(exc)}); name a class such as "
                           f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}"
                           ) from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
@@ -132,6 +132,3 @@ def _load_class(spec, group: str, base: type) -> type:
     return cls
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
