@@ -215,6 +215,17 @@ def _remove_run_dir(run_dir: Path) -> None:
         parent.rmdir()
 
 
+def optional_package(module: str, extra: str, purpose: str, instead: str = "") -> Any:
+    """Import a package of an optional extra, or say in one line which extra brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{purpose} needs the {module} package, which is not installed: "
+                          f"pip install \"dlcli[{extra}]\"" + (f" (or {instead})" if instead else "")) from None
+
+
 def resolve_device(name: str):
     import torch
 

@@ -54,6 +54,30 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
+    """A copy of the checkpoint's config, checked before anything in it is built (dlcli eval, predict,
+    export): it must name its classes (format 3 on), and may build only what check_targets allows."""
+    import os
+    import sys
+
+    from dlcli.errors import ConfigError
+    from dlcli.settings import check_targets
+
+    config = state["config"]
+    if not isinstance(config, dict):
+        raise ConfigError(f"checkpoint {path} holds no config to rebuild the model from")
+    if state["format"] < 3:
+        raise ConfigError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+                          f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
+                          "rebuild its model: train it again")
+    config = {**config, "data": dict(config["data"]), "trainer": {**config["trainer"], "resume": None}}
+    config.pop("logger", None)  # where training was tracked matters to none of them
+    if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder dlcli runs from
+        sys.path.insert(0, os.getcwd())
+    check_targets(config, allow, f"checkpoint {path}")
+    return config
+
+
 def check_resumable(state: dict, path: str | Path) -> None:
     if state["format"] < RESUMABLE:
         raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "

@@ -1,18 +1,16 @@
 """`dlcli eval`: rebuild the model from the config inside a checkpoint and evaluate it."""
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import ConfigError
-from dlcli.settings import (ImageDataSettings, check_targets, existing_checkpoint, leaves, load_settings, require,
-                            short_name)
+from dlcli.settings import ImageDataSettings, allow_list, existing_checkpoint, leaves, load_settings, require, short_name
 
 log = logging.getLogger("dlcli")
 
@@ -39,7 +37,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     import torch
 
     from dlcli.app import resolve_device, set_threads, versions
-    from dlcli.checkpoint import load_checkpoint, load_weights
+    from dlcli.checkpoint import config_to_rebuild, load_checkpoint, load_weights
     from dlcli.data import load_data
     from dlcli.files import write_json
     from dlcli.losses import build_loss
@@ -47,22 +45,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from dlcli.trainer import autocast, evaluate
 
     state = load_checkpoint(path)
-    config = state["config"]
-    if not isinstance(config, dict):
-        raise ConfigError(f"checkpoint {path} holds no config to rebuild the model from")
-    if state["format"] < 3:
-        raise ConfigError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
-                          f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
-                          "rebuild its model: train it again")
-    allow = list(cfg.allow) if isinstance(cfg.allow, (list, ListConfig)) else [str(cfg.allow)]
-    if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder eval runs from
-        sys.path.insert(0, os.getcwd())
-    config.pop("logger", None)  # where training was tracked does not matter to its evaluation
-    check_targets(config, allow, f"checkpoint {path}")
+    config = config_to_rebuild(state, path, allow_list(cfg.allow))
     if cfg.data.root is not None:
         config["data"]["root"] = str(cfg.data.root)
     config["trainer"]["device"] = cfg.trainer.device
-    config["trainer"]["resume"] = None  # where training resumed from is history, not needed to evaluate
     if cfg.trainer.eval_batch_size is not None:
         config["trainer"]["eval_batch_size"] = cfg.trainer.eval_batch_size
     settings = load_settings(config)

@@ -7,15 +7,16 @@ checkpoint's on a batch.
 """
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
-from dlcli.errors import CheckFailed, ConfigError
-from dlcli.settings import existing_checkpoint, require
+from dlcli.errors import CheckFailed, ConfigError, first_line
+from dlcli.settings import allow_list, existing_checkpoint, require
 
 log = logging.getLogger("dlcli")
 
@@ -40,10 +41,10 @@ def export(cfg: DictConfig) -> dict:
         raise ConfigError(f"out={out} exists and is not a {cfg.format} file this command wrote; choose another out= "
                           f"(ending in {SUFFIX[cfg.format]} to be replaced by later exports)")
     if cfg.format == "onnx":
-        from dlcli.loggers import needs
+        from dlcli.app import optional_package
 
         for module in ("onnx", "onnxscript", "onnxruntime"):
-            needs(module, "onnx", "export format=onnx")
+            optional_package(module, "onnx", "dlcli export format=onnx", "choose format=torchscript")
 
     import torch
 
@@ -52,27 +53,41 @@ def export(cfg: DictConfig) -> dict:
     from dlcli.inputs import restore
 
     set_threads(0)
-    allow = list(cfg.allow) if isinstance(cfg.allow, (list, ListConfig)) else [str(cfg.allow)]
-    restored = restore(path, allow)
+    restored = restore(path, allow_list(cfg.allow))
     model = restored.model
-    example = sample_inputs(restored.record, 8)
-    with torch.inference_mode():
-        expected = model(example)
-    data = (to_onnx if cfg.format == "onnx" else to_torchscript)(model, example)
-    write_atomic(out, lambda f: f.write(data), binary=True)
+    write = to_onnx if cfg.format == "onnx" else to_torchscript
     check = sample_inputs(restored.record, 5, seed=1)  # another batch size than the one exported with
     with torch.inference_mode():
         wanted = model(check)
-    got = run_onnx(out, check) if cfg.format == "onnx" else run_torchscript(out, check)
-    difference = float((got - wanted).abs().max())
+    # written beside `out` and checked there; only a file that passes replaces `out`
+    trial = out.with_name(f".{out.name}.check")
+    try:
+        data = _tried(f"torch could not export this model to {cfg.format}", write, model,
+                      sample_inputs(restored.record, 8))
+        write_atomic(trial, lambda f: f.write(data), binary=True)
+        got = _tried(f"the exported {cfg.format} file could not be run",
+                     run_onnx if cfg.format == "onnx" else run_torchscript, trial, check)
+        difference = float((got.float() - wanted).abs().max()) if got.shape == wanted.shape else math.inf
+        if not difference <= TOLERANCE:
+            raise CheckFailed(f"the exported model's outputs differ from the checkpoint's by up to {difference:.3g} "
+                              f"(> {TOLERANCE:g}) on a batch of {len(check)}; nothing was written")
+        trial.replace(out)
+    finally:
+        trial.unlink(missing_ok=True)
     log.info(f"wrote {out} ({cfg.format}, {out.stat().st_size / 1e6:.2f} MB): takes "
              f"{describe_input(restored.record)}; largest difference from the checkpoint's outputs on a batch of "
              f"{len(check)}: {difference:.2e}")
-    if not difference <= TOLERANCE:
-        raise CheckFailed(f"the exported file's outputs differ from the checkpoint's by up to {difference:.3g} "
-                          f"(> {TOLERANCE:g}); {out} is kept for inspection, but do not rely on it")
-    del expected
     return {"out": str(out), "format": cfg.format, "max_difference": difference}
+
+
+def _tried(what: str, step, *args):
+    """Run one step of the export; its failure (the model does something the format cannot hold, such as
+    Python control flow on values) becomes one line."""
+    try:
+        return step(*args)
+    except Exception as exc:
+        raise CheckFailed(f"{what} ({type(exc).__name__}: {first_line(exc)}); nothing was written; try the other "
+                          "format") from None
 
 
 def sample_inputs(record: dict, n: int, seed: int = 0):

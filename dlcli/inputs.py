@@ -10,16 +10,15 @@ so what it takes is what a user has: pixels in [0, 1], or feature rows as they a
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dlcli.errors import CheckpointError, ConfigError, DataError
+from dlcli.errors import ConfigError, DataError
 from dlcli.folders import IMAGE_EXTENSIONS
-from dlcli.settings import check_targets, load_settings
+from dlcli.settings import load_settings
 
 
 @dataclass
@@ -28,17 +27,11 @@ class Restored:
 
     model: nn.Module  # Prepared: takes pixels in [0, 1] or raw feature rows
     record: dict  # DataBundle.record: kind, shape, mean, std, sequence, classes, features
-    settings: object
-    state: dict
+    device: torch.device
 
     @property
     def classes(self) -> list[str]:
         return self.record["classes"]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """What one input is: (C, H, W) pixels or (F,) features."""
-        return tuple(self.record["shape"])
 
 
 class Prepared(nn.Module):
@@ -64,29 +57,25 @@ class Prepared(nn.Module):
         return self.model(x)
 
 
-def restore(path: Path, allow: list[str]) -> Restored:
-    """The checkpoint's model on the CPU, with its preparation; one line if it cannot be rebuilt."""
-    from dlcli.checkpoint import load_checkpoint, load_weights
+def restore(path: Path, allow: list[str], device: str = "cpu") -> Restored:
+    """The checkpoint's model on `device` (trainer.device's values), with its preparation; one line if it
+    cannot be rebuilt."""
+    from dlcli.app import resolve_device
+    from dlcli.checkpoint import config_to_rebuild, load_checkpoint, load_weights
+    from dlcli.data import sequence_shape
     from dlcli.models import build_model
 
     state = load_checkpoint(path)
-    config = state["config"]
-    if not isinstance(config, dict) or state["format"] < 3:
-        raise CheckpointError(f"checkpoint {path} holds no config that names its model (written by dlcli "
-                              f"{state.get('dlcli_version')}); train it again")
-    config = {**config, "trainer": {**config["trainer"], "resume": None}}
-    config.pop("logger", None)  # where the run was tracked does not matter here
-    if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder dlcli runs from
-        sys.path.insert(0, os.getcwd())
-    check_targets(config, allow, f"checkpoint {path}")
+    config = config_to_rebuild(state, path, allow)
+    config["trainer"]["device"] = device  # checked with the rest
     settings = load_settings(config)
     record = state.get("inputs") or _record_from_data(settings)
-    from dlcli.data import sequence_shape
-
     input_shape = sequence_shape(tuple(record["shape"]), record.get("sequence"))
     model = build_model(settings.model, input_shape, len(record["classes"]))
     load_weights(model, state, path)
-    return Restored(Prepared(model, record).eval(), record, settings, state)
+    where = resolve_device(settings.trainer.device)
+    # float32, as it was trained, whatever torch's default dtype in the caller's process
+    return Restored(Prepared(model, record).float().eval().to(where), record, where)
 
 
 def _record_from_data(settings) -> dict:
@@ -103,34 +92,39 @@ def read_inputs(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     if path.is_dir():
         _needs(record, "images", path)
         files = _images_under(path)
-        return [str(f) for f in files], _images(files, record)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return _array(path, record)
-    if suffix == ".csv":
-        return _table(path, record)
-    if suffix in IMAGE_EXTENSIONS:
-        return [str(path)], _images([path], record)
-    raise DataError(f"inputs={path} is not an input dlcli can read: give an image ({', '.join(IMAGE_EXTENSIONS)}), "
-                    "a folder of images, an .npy array or a .csv table")
+        names, x = [str(f) for f in files], _images(files, record)
+    elif path.suffix.lower() == ".npy":
+        names, x = _array(path, record)
+    elif path.suffix.lower() == ".csv":
+        names, x = _table(path, record)
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        _needs(record, "images", path)
+        names, x = [str(path)], _images([path], record)
+    else:
+        raise DataError(f"inputs={path} is not an input dlcli can read: give an image "
+                        f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images, an .npy array or a .csv table")
+    if len(x) == 0:
+        raise DataError(f"inputs={path} holds no samples; give at least one")
+    return names, x
 
 
 def _images_under(folder: Path) -> list[Path]:
-    found = sorted(Path(parent, name) for parent, dirs, names in os.walk(folder, followlinks=True)
-                   for name in names if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS)
+    found = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # hidden folders are skipped, as in training
+        found += [Path(parent, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
     if not found:
         raise DataError(f"inputs={folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); point it at an image "
                         "or a folder of them")
-    return found
+    return sorted(found)
 
 
 def _images(files: list[Path], record: dict) -> torch.Tensor:
-    from dlcli.folders import _decode_file
+    """Decoded, converted and resized as the image-folder loader does for training, as pixels in [0, 1]."""
+    from dlcli.folders import _decode_all
 
-    _needs(record, "images", files[0])
     channels, height, width = record["shape"]
-    pixels = torch.stack([_decode_file(f, channels, (height, width)) for f in files])
-    return pixels.float() / 255
+    return _decode_all(files, channels, (height, width)).float() / 255
 
 
 def _array(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
@@ -141,68 +135,79 @@ def _array(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     except Exception as exc:
         raise DataError(f"inputs={path} could not be read as an .npy array ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); save it with np.save") from None
-    if array.dtype.kind not in "uif" or array.dtype == np.bool_:
+    if array.dtype.kind not in "uif":
         raise DataError(f"inputs={path} holds {array.dtype} values; it needs numbers")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"inputs={path} holds NaN or infinite values; every value needs to be a finite number")
     shape = tuple(record["shape"])
     x = torch.from_numpy(np.ascontiguousarray(array))
     if record["kind"] == "images":
-        if x.dim() == 2:  # one image, H×W
-            x = x[None]
-        if x.dim() == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:  # gray images, N×H×W
-            x = x.unsqueeze(1)
-        elif x.dim() == 3:  # one image, C×H×W
-            x = x.unsqueeze(0)
-        if tuple(x.shape[1:]) != shape:
-            raise DataError(f"inputs={path} has shape {tuple(array.shape)}; this model takes images of shape "
-                            f"N×{'×'.join(map(str, shape))} (pixels 0-255 as uint8, or floats in [0, 1])")
-        x = x.float() / 255 if array.dtype == np.uint8 else x.float()
+        x = _image_batch(x, shape, path, array.shape)
+        if array.dtype.kind in "ui":  # whole numbers are 8-bit pixel values
+            if array.size and (array.min() < 0 or array.max() > 255):
+                raise DataError(f"inputs={path} holds integers outside 0-255; give 8-bit pixel values, or floats "
+                                "in [0, 1]")
+            x = x.float() / 255
+        else:
+            if array.size and (array.min() < 0 or array.max() > 1):
+                raise DataError(f"inputs={path} holds floats outside [0, 1] (from {array.min():g} to "
+                                f"{array.max():g}); give pixels in [0, 1] (divide 0-255 values by 255), or uint8")
+            x = x.float()
     else:
         x = x.float().reshape(1, -1) if x.dim() == 1 else x.float()
         _feature_count(x, record, path)
     return [f"{path.name}[{i}]" for i in range(len(x))], x
 
 
+def _image_batch(x: torch.Tensor, shape: tuple[int, ...], path: Path, given: tuple[int, ...]) -> torch.Tensor:
+    """N×C×H×W from N×C×H×W, C×H×W (one image), or, for one channel, N×H×W or H×W."""
+    if x.dim() == 2 and shape[0] == 1:
+        x = x[None, None]
+    elif x.dim() == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
+        x = x.unsqueeze(1)
+    elif x.dim() == 3:
+        x = x.unsqueeze(0)
+    if tuple(x.shape[1:]) != shape:
+        raise DataError(f"inputs={path} has shape {tuple(given)}; this model takes images of shape "
+                        f"N×{'×'.join(map(str, shape))} (pixels 0-255 as uint8, or floats in [0, 1])")
+    return x
+
+
 def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
-    """A CSV of feature rows: columns by name if the model's data had names (other columns, such as
-    the label, are left out), else every column, in order; a header row is optional then."""
+    """A CSV of feature rows. If the model's data named its columns, they are taken by name from a
+    header row (others, such as the label, are left out); else every column, in order, with or
+    without a header row."""
     import numpy as np
 
-    from dlcli.tabular import _read_rows
+    from dlcli.tabular import _is_number, _read_rows
 
     _needs(record, "features", path)
     rows, _ = _read_rows(path)
-    names = record.get("features")
     head = [cell.strip() for cell in rows[0]]
-    has_header = not _numbers(head)
+    names = record.get("features")
     if names:
-        if not has_header:
-            raise DataError(f"inputs={path} has no header row; the model was trained on named columns "
-                            f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}): add that header")
         missing = [n for n in names if n not in head]
         if missing:
-            raise DataError(f"inputs={path} lacks the feature columns {', '.join(missing[:10])}; it needs every "
-                            f"column the model was trained on: {', '.join(names[:20])}")
-        columns = [head.index(n) for n in names]
+            raise DataError(f"inputs={path} lacks the feature columns {', '.join(missing[:10])} in its header row; "
+                            f"it needs every column the model was trained on: {', '.join(names[:20])}")
+        columns, first = [head.index(n) for n in names], 1
     else:
-        columns = list(range(len(head)))
-    body = rows[1:] if has_header else rows
-    try:
-        x = np.array([[float(row[c]) for c in columns] for row in body], dtype=np.float32)
-    except (ValueError, IndexError):
-        raise DataError(f"inputs={path} has a row with a missing or non-numeric feature value; every feature "
-                        "needs a number") from None
-    x = torch.from_numpy(x.reshape(len(body), len(columns)))
+        header = any(c and not _is_number(c) for c in head)  # a row with an empty cell is data (and refused)
+        columns, first = list(range(len(head))), 1 if header else 0
+    values = np.full((len(rows) - first, len(columns)), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows[first:]):
+        try:
+            values[i] = [float(row[c]) for c in columns]
+        except (ValueError, IndexError):
+            raise DataError(f"inputs={path} row {first + i + 1} has a missing or non-numeric feature value; every "
+                            "feature needs a number") from None
+    if not np.isfinite(values).all():
+        raise DataError(f"inputs={path} holds NaN or infinite values; every feature needs a finite number")
+    x = torch.from_numpy(values)
     _feature_count(x, record, path)
-    first = 2 if has_header else 1
-    return [f"{path.name}:{first + i}" for i in range(len(x))], x
+    return [f"{path.name}:{first + i + 1}" for i in range(len(x))], x
 
 
-def _numbers(cells: list[str]) -> bool:
-    try:
-        [float(c) for c in cells]
-    except ValueError:
-        return False
-    return True
 
 
 def _feature_count(x: torch.Tensor, record: dict, path: Path) -> None:

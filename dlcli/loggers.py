@@ -16,14 +16,14 @@ Each tracker's package is an optional extra, imported only when its logger is ch
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.errors import ConfigError
+from dlcli.app import optional_package as needs
+from dlcli.errors import ConfigError, DlcliError, first_line
 
 log = logging.getLogger("dlcli")
 
@@ -59,7 +59,7 @@ def build_logger(spec: Any) -> Logger:
         return Logger()
     from hydra.utils import get_class
 
-    from dlcli.settings import kwargs_of, target_of
+    from dlcli.settings import kwargs_of, short_name, target_of
 
     target = target_of(spec)
     try:
@@ -71,9 +71,44 @@ def build_logger(spec: Any) -> Logger:
     if missing:
         raise ConfigError(f"logger._target_={target} lacks {', '.join(missing)}: subclass dlcli.loggers.Logger")
     try:
-        return cls(**kwargs_of(spec))
+        return Guarded(cls(**kwargs_of(spec)), short_name(spec))
     except TypeError as exc:
         raise ConfigError(f"logger._target_={target} rejected its arguments ({exc})") from None
+
+
+class Guarded(Logger):
+    """A tracker whose failures cannot cost the run: one that cannot start is one line before the first
+    epoch; one that fails later (a lost server, a full disk) is a warning, and training goes on
+    without it, with metrics.jsonl and metrics.csv as its record."""
+
+    def __init__(self, inner: Logger, name: str) -> None:
+        self.inner, self.name, self.failed = inner, name, False
+
+    def start(self, run: TrackedRun) -> str | None:
+        try:
+            return self.inner.start(run)
+        except DlcliError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"logger={self.name} could not start its run ({type(exc).__name__}: {first_line(exc)}); check the "
+                              "logger.* settings, or choose logger=none") from None
+
+    def log_epoch(self, row: dict) -> None:
+        self._call(self.inner.log_epoch, row)
+
+    def finish(self, status: str, summary: dict | None, files: list[Path]) -> None:
+        self._call(self.inner.finish, status, summary, files)
+
+    def _call(self, method, *args) -> None:
+        if self.failed:
+            return
+        try:
+            method(*args)
+        except Exception as exc:
+            self.failed = True
+            log.warning(f"logger={self.name} failed ({type(exc).__name__}: {first_line(exc)}); training goes on without it, "
+                        "with metrics.jsonl and metrics.csv as its record")
+
 
 
 @contextlib.contextmanager
@@ -85,20 +120,8 @@ def finishing(logger: Logger):
     try:
         yield
     except BaseException as exc:
-        try:
-            logger.finish("interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed", None, [])
-        except Exception as failure:  # the run's own error is the one to report
-            log.warning(f"the logger could not mark the run ended: {type(failure).__name__}: {failure}")
+        logger.finish("interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed", None, [])
         raise
-
-
-def needs(module: str, extra: str, logger: str) -> Any:
-    """Import a tracker's package, or say in one line which extra brings it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"logger={logger} needs the {extra} package, which is not installed: "
-                          f"pip install \"dlcli[{extra}]\" (or choose logger=none)") from None
 
 
 def params(config: dict) -> dict[str, Any]:
@@ -119,7 +142,7 @@ class TensorBoard(Logger):
     """Event files in the run folder, read by `tensorboard --logdir outputs` (a sweep: its folder)."""
 
     def __init__(self, log_dir: str = "tensorboard") -> None:
-        needs("tensorboard", "tensorboard", "tensorboard")
+        needs("tensorboard", "tensorboard", "logger=tensorboard", "choose logger=none")
         self.log_dir = log_dir
 
     def start(self, run: TrackedRun) -> str | None:
@@ -154,20 +177,25 @@ class MLflow(Logger):
 
     def __init__(self, tracking_uri: str = "sqlite:///outputs/mlflow.db", experiment: str = "dlcli",
                  artifacts: bool = True) -> None:
-        needs("mlflow", "mlflow", "mlflow")
+        needs("mlflow", "mlflow", "logger=mlflow", "choose logger=none")
         self.tracking_uri, self.experiment, self.artifacts = tracking_uri, experiment, artifacts
 
     def start(self, run: TrackedRun) -> str | None:
         from mlflow.tracking import MlflowClient
 
-        for name in ("mlflow", "alembic"):  # their set-up chatter (creating tables, migrations) is not ours
+        for name in ("mlflow", "alembic", "urllib3"):  # their chatter (creating tables, retries) is not ours
             logging.getLogger(name).setLevel(logging.WARNING)
         uri, artifact_root = _tracking_store(self.tracking_uri)
+        _check_server(uri)
         self.client = MlflowClient(uri)  # the client, not mlflow's module-level active run: no global state
         if run.resume_id is not None:
-            self.run_id = run.resume_id
-            self.client.update_run(self.run_id, status="RUNNING")
-            return self.run_id
+            try:
+                self.client.update_run(run.resume_id, status="RUNNING")
+                self.run_id = run.resume_id
+                return self.run_id
+            except Exception:  # another store than the run was tracked in, or the run was deleted there
+                log.warning(f"logger=mlflow: the run {run.resume_id} of the checkpoint is not in {uri}; the resumed "
+                            "run is tracked as a new one")
         experiment = self.client.get_experiment_by_name(self.experiment)
         if experiment is not None:
             experiment_id = experiment.experiment_id
@@ -204,6 +232,24 @@ class MLflow(Logger):
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
 
 
+def _check_server(uri: str) -> None:
+    """A tracking server that does not answer is one line within seconds; MLflow's client would retry
+    with backoff for minutes before giving up."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"logger.tracking_uri={uri}: no MLflow server answers at {parts.hostname}:{port} "
+                          f"({exc.strerror or exc}); start it, or track into a local file with "
+                          "logger.tracking_uri=sqlite:///outputs/mlflow.db") from None
+
+
 def _tracking_store(uri: str) -> tuple[str, str | None]:
     """(tracking URI, artifact root for a new experiment): a relative SQLite path is made absolute
     (dlcli may run from anywhere), and its artifacts go beside the database file."""
@@ -225,7 +271,7 @@ class WandB(Logger):
     STATUS = {"ok": 0, "failed": 1, "interrupted": 130}
 
     def __init__(self, project: str = "dlcli", mode: str = "offline", entity: str | None = None) -> None:
-        self.wandb = needs("wandb", "wandb", "wandb")
+        self.wandb = needs("wandb", "wandb", "logger=wandb", "choose logger=none")
         self.project, self.mode, self.entity = project, mode, entity
 
     def start(self, run: TrackedRun) -> str | None:

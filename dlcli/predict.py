@@ -9,11 +9,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import ConfigError, DataError
-from dlcli.settings import existing_checkpoint, require
+from dlcli.settings import allow_list, existing_checkpoint, require
 
 log = logging.getLogger("dlcli")
 
@@ -28,10 +28,11 @@ def predict(cfg: DictConfig) -> list[dict]:
                          ("inputs", "inputs=my_digits/ (an image, a folder of images, an .npy or a .csv)")):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise ConfigError(f"{key} is required: dlcli predict {example}")
-    top_k, batch_size = cfg.top_k, cfg.batch_size
+    top_k, batch_size = cfg.top_k, cfg.trainer.eval_batch_size
     require(isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1, "top_k", top_k,
             "an integer >= 1: how many classes to list per input")
-    require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+    require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+            "trainer.eval_batch_size", batch_size, "an integer >= 1")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")  # before torch's import: a typo answers at once
     inputs = Path(cfg.inputs).expanduser()
     if not inputs.exists():
@@ -39,16 +40,14 @@ def predict(cfg: DictConfig) -> list[dict]:
 
     import torch
 
-    from dlcli.app import resolve_device, set_threads
+    from dlcli.app import set_threads
     from dlcli.files import write_atomic
     from dlcli.inputs import read_inputs, restore
 
     set_threads(0)
-    allow = list(cfg.allow) if isinstance(cfg.allow, (list, ListConfig)) else [str(cfg.allow)]
-    restored = restore(path, allow)
+    restored = restore(path, allow_list(cfg.allow), cfg.trainer.device)
     names, x = read_inputs(inputs, restored.record)
-    device = resolve_device(cfg.device)
-    model = restored.model.to(device)
+    model, device = restored.model, restored.device
     classes = restored.classes
     k = min(top_k, len(classes))
     with torch.inference_mode():

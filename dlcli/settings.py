@@ -699,6 +699,13 @@ def check_targets(config: Any, allow: list[str], where: str) -> None:
                               f"module: allow=[{str(target).split('.')[0]}]")
 
 
+def allow_list(value: Any) -> list[str]:
+    """The modules of `allow=` (a list, or one name) as strings."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if value is not None else []
+
+
 def _within(name: str, modules: tuple[str, ...]) -> bool:
     return any(name == m or name.startswith(m + ".") for m in modules)
 

@@ -83,7 +83,9 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         if device.type == "cuda":
             device = torch.device("cuda", world.local_rank)
     threads = set_threads(t.threads, world.local_size)
-    logger = build_logger(settings.logger) if world.main else Logger()  # before the data: a missing package at once
+    # before the data, in every process: a missing package is one line at once; rank 0 alone logs
+    logger = build_logger(settings.logger)
+    logger = logger if world.main else Logger()
     resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
     if resume_state is not None:
         check_resumable(resume_state, resume_path)

@@ -281,7 +281,7 @@ def stalled(history: list[dict], monitor: str, patience: int | None, min_delta: 
         return None
     by = f" by more than {min_delta:g}" if min_delta else ""
     return (f"{monitor} did not improve{by} for {waited} epochs (trainer.early_stopping.patience={patience}); "
-            f"best {best:.4g} at epoch {best_epoch}")
+            f"it last did at epoch {best_epoch}, to {best:.4g}")
 
 
 def autocast(precision: str, device: torch.device):

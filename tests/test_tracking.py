@@ -1,6 +1,7 @@
 """Experiment trackers (logger=tensorboard | mlflow | wandb) and early stopping, end to end and offline."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def test_tensorboard_has_one_val_accuracy_point_per_epoch(dlcli, tmp_path):
     assert [p.step for p in points] == [1, 2, 3]
     assert [p.value for p in points] == pytest.approx([r["val_acc"] for r in rows])
     assert {"train_loss", "val_loss", "lr", "test_acc"} <= set(events.Tags()["scalars"])
-    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")  # the config, in the HParams tab
 
 
 def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_path):
@@ -73,36 +74,62 @@ def test_a_missing_tracker_package_names_its_extra(monkeypatch, logger, module):
         build_logger(SCHEMAS["logger"][logger]())
 
 
-def test_a_users_own_logger_class_plugs_in(dlcli, tmp_path):
+def test_an_unreachable_mlflow_server_is_one_line_at_once():
+    from dlcli.loggers import _check_server
+
+    with pytest.raises(ConfigError, match="no MLflow server answers at localhost:1"):
+        _check_server("http://localhost:1")  # MLflow's client would retry for minutes
+
+
+def test_a_tracker_that_fails_mid_run_is_a_warning_once_and_training_goes_on(caplog):
+    from dlcli.loggers import Guarded, Logger
+
+    class Flaky(Logger):
+        calls = 0
+
+        def log_epoch(self, row):
+            Flaky.calls += 1
+            raise OSError("disk full")
+
+        def start(self, run):
+            raise RuntimeError("server said no")
+
+    guarded = Guarded(Flaky(), "flaky")
+    guarded.log_epoch({"epoch": 1})
+    guarded.log_epoch({"epoch": 2})
+    assert Flaky.calls == 1 and caplog.text.count("logger=flaky failed (OSError: disk full)") == 1
+    with pytest.raises(ConfigError, match="logger=flaky could not start its run"):
+        guarded.start(None)
+
+
+def test_early_stopping_ends_a_stalled_run_and_says_why_to_a_logger_of_your_own(dlcli, tmp_path):
     (tmp_path / "my_logs.py").write_text(
         "from dlcli.loggers import Logger\n"
         "class Printer(Logger):\n"
         "    def __init__(self, prefix='row'):\n"
         "        self.prefix = prefix\n"
         "    def log_epoch(self, row):\n"
-        "        print(self.prefix, row['epoch'], flush=True)\n")
-    proc = dlcli("train", *FAST_TOY, "logger._target_=my_logs.Printer", "+logger.prefix=EPOCH")
-    assert proc.returncode == 0, proc.stderr
-    assert [line for line in proc.stdout.splitlines() if line.startswith("EPOCH")] == ["EPOCH 1", "EPOCH 2"]
-
-
-def test_early_stopping_ends_a_stalled_run_and_says_why(dlcli, tmp_path):
+        "        print(self.prefix, row['epoch'], flush=True)\n"
+        "    def finish(self, status, summary, files):\n"
+        "        print(self.prefix, status, summary['stopped']['epoch'], [f.name for f in files], flush=True)\n")
     # a learning rate of 1e-9 leaves the validation accuracy where it starts
     proc = dlcli("train", *FAST_TOY, "trainer.epochs=10", "optimizer.lr=1e-9", "trainer.early_stopping.patience=2",
-                 "hydra.run.dir=run")
+                 "logger._target_=my_logs.Printer", "+logger.prefix=EPOCH", "hydra.run.dir=run")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["stopped"]["epoch"] == 3
     assert summary["stopped"]["reason"].startswith("early stopping: val_acc did not improve for 2 epochs")
     assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 3
     assert "early stopping after epoch 3" in proc.stdout + proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("EPOCH")] == [
+        "EPOCH 1", "EPOCH 2", "EPOCH 3", "EPOCH ok 3 ['best.pt', 'summary.json', 'learning_curves.png']"]
 
 
 def test_stalled_counts_epochs_since_an_improvement_larger_than_min_delta():
     rows = [{"epoch": i + 1, "val_acc": v, "val_loss": -v} for i, v in enumerate([0.5, 0.6, 0.605, 0.608, 0.607])]
     assert stalled(rows, "val_acc", None, 0.0) is None  # off
     assert stalled(rows, "val_acc", 2, 0.0) is None  # 0.608 at epoch 4 is the best, one epoch ago
-    assert "best 0.6 at epoch 2" in stalled(rows, "val_acc", 3, 0.01)  # +0.005 and +0.008 are not more than 0.01
+    assert "it last did at epoch 2, to 0.6" in stalled(rows, "val_acc", 3, 0.01)  # +0.005 and +0.008 are not more than 0.01
     assert stalled(rows, "val_loss", 1, 0.0) is not None  # lower is better for a loss: -0.607 > -0.608
     assert stalled([], "val_acc", 1, 0.0) is None
 
@@ -110,12 +137,21 @@ def test_stalled_counts_epochs_since_an_improvement_larger_than_min_delta():
 @pytest.mark.parametrize("override, message", [
     ("trainer.early_stopping.patience=0", "null (off) or an integer >= 1"),
     ("trainer.early_stopping.min_delta=-1", "a number >= 0"),
-    ("trainer.early_stopping=3", "is a section of keys (patience, min_delta)"),
-    ("logger=tensorbord", "choose one of: mlflow, none, tensorboard, wandb"),
+    ("logger=wandb logger.mode=sometimes", "choose one of offline, online, disabled"),
 ])
-def test_bad_tracking_options_are_one_line(dlcli, tmp_path, override, message):
-    proc = dlcli("train", *FAST_TOY, override)
-    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+def test_bad_tracking_values_are_refused_before_any_work(override, message):
+    from test_settings import compose_train
+
+    from dlcli.settings import load_settings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(compose_train(*override.split()))
+
+
+def test_a_whole_section_given_one_value_is_one_line(dlcli, tmp_path):
+    proc = dlcli("train", *FAST_TOY, "trainer.early_stopping=3")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "trainer.early_stopping is a section of keys (patience, min_delta)" in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 

@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +20,9 @@ def mnist_test_images(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def lenet(tmp_path_factory, mnist_root, cache_dir):
-    """A LeNet-5 trained briefly on MNIST: (its folder, best.pt, summary)."""
-    where = tmp_path_factory.mktemp("lenet")
-    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train", "model=lenet", f"data.root={mnist_root}",
-                           "data.subset=10000", "trainer.batch_size=32", "optimizer.lr=0.003", "trainer.epochs=2",
-                           "trainer.progress=false", "hydra.run.dir=run"],
-                          cwd=where, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    run = where / "run"
-    return where, run / "checkpoints" / "best.pt", json.loads((run / "summary.json").read_text())
+def lenet(lenet_run):
+    """conftest's LeNet-5: (the folder it ran in, best.pt, its summary)."""
+    return lenet_run.parent, lenet_run / "checkpoints" / "best.pt", json.loads((lenet_run / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +59,21 @@ def test_predict_a_folder_of_pngs(lenet, digit_pngs, dlcli, tmp_path):
 
 
 def test_predict_reads_npy_as_uint8_or_unit_floats_alike(lenet, mnist_root, dlcli, tmp_path):
+    from dlcli.inputs import read_inputs, restore
+
     _, best, _ = lenet
-    images, _ = mnist_test_images(mnist_root)
+    images, labels = mnist_test_images(mnist_root)
     np.save(tmp_path / "u8.npy", images[:10])  # N×H×W uint8: the channel axis is added
     np.save(tmp_path / "f32.npy", (images[:10, None] / 255).astype(np.float32))
-    for name in ("u8", "f32"):
-        assert dlcli("predict", f"checkpoint={best}", f"inputs={name}.npy", f"hydra.run.dir={name}").returncode == 0
-    read = [(tmp_path / name / "predictions.csv").read_text().splitlines() for name in ("u8", "f32")]
-    assert [line.split(",")[1:] for line in read[0]] == [line.split(",")[1:] for line in read[1]]
+    proc = dlcli("predict", f"checkpoint={best}", "inputs=u8.npy", "top_k=1", "hydra.run.dir=u8")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "u8" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["input"] for r in rows] == [f"u8.npy[{i}]" for i in range(10)]
+    assert sum(int(r["class"]) == label for r, label in zip(rows, labels)) >= 9
+    record = restore(best, []).record
+    u8, f32 = (read_inputs(tmp_path / f"{name}.npy", record)[1] for name in ("u8", "f32"))
+    assert u8.shape == (10, 1, 28, 28) and torch.allclose(u8, f32)
 
 
 def test_predict_bad_inputs_are_one_line(lenet, toy_checkpoint, dlcli, tmp_path):
@@ -141,6 +137,30 @@ def test_torchscript_export_loads_with_torch_jit_and_gives_the_same_outputs(lene
         loaded = torch.jit.load(str(out))
     with torch.inference_mode():
         assert torch.allclose(loaded(x), restore(best, []).model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name, formats", [("resnet", ("onnx", "torchscript")), ("lstm", ("torchscript",))])
+def test_batch_norm_and_recurrent_models_export_for_any_batch_size(tmp_path, name, formats):
+    """Exported with a batch of 8 and run on one of 5: BatchNorm in eval mode, and a loop over time steps.
+    (A recurrent model's ONNX export works too, but unrolls every step: 8 s for an LSTM over 28 rows.)"""
+    from dlcli.data import sequence_shape
+    from dlcli.export import run_onnx, run_torchscript, sample_inputs, to_onnx, to_torchscript
+    from dlcli.inputs import Prepared
+    from dlcli.models import build_model
+    from dlcli.settings import RecurrentSettings, ResNetSettings
+
+    spec = ResNetSettings(depth=8, width=8) if name == "resnet" else RecurrentSettings(cell="lstm", hidden=16)
+    record = {"kind": "images", "shape": [1, 28, 28], "mean": [0.13], "std": [0.31], "classes": list("0123456789"),
+              "sequence": None if name == "resnet" else "rows", "features": None}
+    model = Prepared(build_model(spec, sequence_shape((1, 28, 28), record["sequence"]), 10), record).eval()
+    x = sample_inputs(record, 5, seed=1)
+    with torch.inference_mode():
+        wanted = model(x)
+    for fmt in formats:
+        path = tmp_path / f"model.{fmt}"
+        path.write_bytes((to_onnx if fmt == "onnx" else to_torchscript)(model, sample_inputs(record, 8)))
+        got = (run_onnx if fmt == "onnx" else run_torchscript)(path, x)
+        assert got.shape == (5, 10) and torch.allclose(got, wanted, atol=1e-5), fmt
 
 
 def test_export_never_replaces_another_kind_of_file(lenet, dlcli):
