@@ -282,6 +282,10 @@ def _worker(settings, config: dict, run_dir: str, resume: str, logging_config: d
         raise SystemExit(1) from None
     finally:
         leave()
+        # on its way out: the launcher's SIGTERM to the others, once one has died, would only interrupt the
+        # exit (in an atexit callback, with a traceback) and not change how it ends
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
 
 
 def leave() -> None:

@@ -97,9 +97,9 @@ def sample_inputs(record: dict, n: int, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(record["shape"])
     if record["kind"] == "images":
-        return torch.rand((n, *shape), generator=generator)
+        return torch.rand((n, *shape), generator=generator, dtype=torch.float32)
     mean, std = torch.tensor(record["mean"]), torch.tensor(record["std"])
-    return (mean + std * torch.randn((n, *shape), generator=generator)).float()
+    return (mean + std * torch.randn((n, *shape), generator=generator, dtype=torch.float32)).float()
 
 
 def describe_input(record: dict) -> str:

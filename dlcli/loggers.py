@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.app import optional_package as needs
+from dlcli.app import optional_package
 from dlcli.errors import ConfigError, DlcliError, first_line
 
 log = logging.getLogger("dlcli")
@@ -142,7 +142,7 @@ class TensorBoard(Logger):
     """Event files in the run folder, read by `tensorboard --logdir outputs` (a sweep: its folder)."""
 
     def __init__(self, log_dir: str = "tensorboard") -> None:
-        needs("tensorboard", "tensorboard", "logger=tensorboard", "choose logger=none")
+        optional_package("tensorboard", "tensorboard", "logger=tensorboard", "choose logger=none")
         self.log_dir = log_dir
 
     def start(self, run: TrackedRun) -> str | None:
@@ -177,7 +177,7 @@ class MLflow(Logger):
 
     def __init__(self, tracking_uri: str = "sqlite:///outputs/mlflow.db", experiment: str = "dlcli",
                  artifacts: bool = True) -> None:
-        needs("mlflow", "mlflow", "logger=mlflow", "choose logger=none")
+        optional_package("mlflow", "mlflow", "logger=mlflow", "choose logger=none")
         self.tracking_uri, self.experiment, self.artifacts = tracking_uri, experiment, artifacts
 
     def start(self, run: TrackedRun) -> str | None:
@@ -271,7 +271,7 @@ class WandB(Logger):
     STATUS = {"ok": 0, "failed": 1, "interrupted": 130}
 
     def __init__(self, project: str = "dlcli", mode: str = "offline", entity: str | None = None) -> None:
-        self.wandb = needs("wandb", "wandb", "logger=wandb", "choose logger=none")
+        self.wandb = optional_package("wandb", "wandb", "logger=wandb", "choose logger=none")
         self.project, self.mode, self.entity = project, mode, entity
 
     def start(self, run: TrackedRun) -> str | None:

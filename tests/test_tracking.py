@@ -28,14 +28,16 @@ def test_tensorboard_has_one_val_accuracy_point_per_epoch(dlcli, tmp_path):
     assert "_hparams_/experiment" in events.PluginTagToContent("hparams")  # the config, in the HParams tab
 
 
-def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_path):
+def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_path, monkeypatch):
     """A sweep into the default SQLite store; then resuming one job continues its run."""
     import mlflow
 
     proc = dlcli("train", "-m", *FAST_TOY, "logger=mlflow", "optimizer.lr=0.01,0.003", "hydra.sweep.dir=sweep")
     assert proc.returncode == 0, proc.stderr
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dlcli").experiment_id])
+    store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    runs = mlflow.search_runs(experiment_names=["dlcli"], output_format="list")  # list: no pandas needed
+    client = mlflow.tracking.MlflowClient(store)
     assert len(runs) == 2
     assert {r.data.params["optimizer.lr"] for r in runs} == {"0.01", "0.003"}
     assert {r.data.tags["dlcli.sweep"] for r in runs} == {str(tmp_path / "sweep")}  # grouped by their sweep

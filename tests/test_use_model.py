@@ -152,7 +152,8 @@ def test_batch_norm_and_recurrent_models_export_for_any_batch_size(tmp_path, nam
     spec = ResNetSettings(depth=8, width=8) if name == "resnet" else RecurrentSettings(cell="lstm", hidden=16)
     record = {"kind": "images", "shape": [1, 28, 28], "mean": [0.13], "std": [0.31], "classes": list("0123456789"),
               "sequence": None if name == "resnet" else "rows", "features": None}
-    model = Prepared(build_model(spec, sequence_shape((1, 28, 28), record["sequence"]), 10), record).eval()
+    model = Prepared(build_model(spec, sequence_shape((1, 28, 28), record["sequence"]), 10), record)
+    model = model.float().eval()  # float32 as trained, whatever default dtype an earlier test left
     x = sample_inputs(record, 5, seed=1)
     with torch.inference_mode():
         wanted = model(x)
