@@ -222,8 +222,9 @@ def optional_package(module: str, extra: str, purpose: str, instead: str = "") -
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{purpose} needs the {module} package, which is not installed: "
-                          f"pip install \"dlcli[{extra}]\"" + (f" (or {instead})" if instead else "")) from None
+        raise ConfigError(f"{purpose} needs the {module} package, which is not installed: install dlcli's {extra} "
+                          f"extra, pip install \"dlcli[{extra}]\" (in a clone of dlcli: pip install -e \".[{extra}]\")"
+                          + (f"; or {instead}" if instead else "")) from None
 
 
 def resolve_device(name: str):

@@ -32,6 +32,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """Load and sanity-check a checkpoint, or raise a one-line CheckpointError."""
     path = existing_checkpoint(str(path), "checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes zip archives (since torch 1.6); a damaged one still starts so
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint (not a file torch.save wrote); pass a .pt file "
+                              "that dlcli train wrote, e.g. outputs/<run>/checkpoints/best.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

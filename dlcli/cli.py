@@ -145,6 +145,11 @@ def unknown_key_message(exc: BaseException, command: str, overrides: list[str]) 
     near = difflib.get_close_matches(name, allowed, n=1)
     prefix = "".join(p + "." for p in path)
     hint = f"did you mean {prefix}{near[0]}? " if near else ""
+    if len(path) == 1 and allowed == ["_target_"] and node["_target_"] is None:  # logger=none, scheduler=none
+        return (f"{key} is not a key: the {path[0]} option chosen has no keys; choose one that does first, e.g. "
+                f"{path[0]}=<option> {key}=...")
+    if len(path) > 1:  # a section inside an option, e.g. trainer.early_stopping
+        return f"{key} is not a key of {prefix[:-1]}; {hint}its keys are: {', '.join(allowed)}"
     if path:
         return f"{key} is not a key of {prefix[:-1]}; {hint}the keys of this {path[0]} option are: {', '.join(allowed)}"
     return f"{key} is not a config group or key; {hint}the groups and keys are: {', '.join(allowed)}"
@@ -172,7 +177,10 @@ def hydra_message(exc: BaseException) -> str:
 
     if isinstance(exc, MissingConfigException) and exc.options:
         first = str(exc).strip().splitlines()[0].rstrip(".")
-        return f"{first}; choose one of: {', '.join(sorted(exc.options))}"
+        wanted = re.search(r"Could not find '(?:[^']*/)?([^'/]+)'", first)
+        near = difflib.get_close_matches(wanted.group(1), exc.options, n=1) if wanted else []
+        hint = f"did you mean {near[0]}? " if near else ""
+        return f"{first}; {hint}choose one of: {', '.join(sorted(exc.options))}"
     parts = []
     for e in (exc, exc.__cause__):
         if e is None:

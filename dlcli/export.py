@@ -21,6 +21,7 @@ from dlcli.settings import allow_list, existing_checkpoint, require
 log = logging.getLogger("dlcli")
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+NAMES = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
 TOLERANCE = 1e-3  # largest difference of logits accepted between the file and the checkpoint
 
 
@@ -36,10 +37,13 @@ def export(cfg: DictConfig) -> dict:
     require(cfg.format in SUFFIX, "format", cfg.format, "onnx or torchscript")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")
     out = Path(cfg.out).expanduser() if cfg.out else path.with_suffix(SUFFIX[cfg.format])
-    if out.exists() and (out.is_dir() or out.suffix != SUFFIX[cfg.format]):
-        # another kind of file (a checkpoint, say) is never replaced by an export
-        raise ConfigError(f"out={out} exists and is not a {cfg.format} file this command wrote; choose another out= "
-                          f"(ending in {SUFFIX[cfg.format]} to be replaced by later exports)")
+    other = next(f for f, suffix in SUFFIX.items() if f != cfg.format)
+    require(out.suffix != SUFFIX[other], "out", str(out), f"a file name not ending in {SUFFIX[other]} for "
+            f"format={cfg.format} (say {out.with_suffix(SUFFIX[cfg.format]).name}), or format={other}")
+    if out.exists() and not is_export(out, cfg.format):
+        # only an earlier export of the same format is replaced; a checkpoint, notes, a folder never are
+        raise ConfigError(f"out={out} exists and is not {NAMES[cfg.format]} file; choose another out=, or delete "
+                          "it first")
     if cfg.format == "onnx":
         from dlcli.app import optional_package
 
@@ -90,6 +94,26 @@ def _tried(what: str, step, *args):
                           "format") from None
 
 
+def is_export(path: Path, format: str) -> bool:
+    """Whether `path` is a file of that format: an ONNX protobuf whose graph loads, or TorchScript's zip archive."""
+    if not path.is_file():
+        return False
+    if format == "torchscript":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith("/constants.pkl") for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    import onnx
+
+    try:
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # onnx raises protobuf's DecodeError and others on what is not ONNX
+        return False
+
+
 def sample_inputs(record: dict, n: int, seed: int = 0):
     """A batch of inputs of the model's kind: pixels in [0, 1], or features around their mean."""
     import torch
@@ -105,7 +129,9 @@ def sample_inputs(record: dict, n: int, seed: int = 0):
 def describe_input(record: dict) -> str:
     if record["kind"] == "images":
         return f"float pixels in [0, 1] of shape N×{'×'.join(map(str, record['shape']))}"
-    return f"raw feature rows of shape N×{record['shape'][0]}"
+    names = record.get("features")
+    columns = f" (columns {', '.join(names)})" if names else ""
+    return f"raw feature rows of shape N×{record['shape'][0]}{columns}"
 
 
 def to_onnx(model, example) -> bytes:

@@ -92,7 +92,7 @@ def read_inputs(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     if path.is_dir():
         _needs(record, "images", path)
         files = _images_under(path)
-        names, x = [str(f) for f in files], _images(files, record)
+        names, x = [f.relative_to(path).as_posix() for f in files], _images(files, record)
     elif path.suffix.lower() == ".npy":
         names, x = _array(path, record)
     elif path.suffix.lower() == ".csv":

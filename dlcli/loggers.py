@@ -16,7 +16,10 @@ Each tracker's package is an optional extra, imported only when its logger is ch
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,16 +60,18 @@ def build_logger(spec: Any) -> Logger:
     """The logger a config names by `_target_`, called with the option's keys; None builds `Logger()`."""
     if spec is None:
         return Logger()
-    from hydra.utils import get_class
-
     from dlcli.settings import kwargs_of, short_name, target_of
 
     target = target_of(spec)
-    try:
-        cls = get_class(target)
-    except Exception as exc:
-        raise ConfigError(f"logger._target_={target} cannot be imported ({str(exc).splitlines()[0]}); name a class "
-                          "with start, log_epoch and finish methods (see dlcli.loggers.Logger)") from None
+    module, _, name = target.rpartition(".")
+    if os.getcwd() not in sys.path:  # a logger of the user's own in the folder they run dlcli from
+        sys.path.insert(0, os.getcwd())
+    try:  # not hydra's get_class, which logs its own three-line error first
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"logger._target_={target} cannot be imported ({type(exc).__name__}: {first_line(exc)}); "
+                          "put its module in the folder you run dlcli from or on PYTHONPATH, and name a class with "
+                          "start, log_epoch and finish methods (see dlcli.loggers.Logger)") from None
     missing = [m for m in ("start", "log_epoch", "finish") if not callable(getattr(cls, m, None))]
     if missing:
         raise ConfigError(f"logger._target_={target} lacks {', '.join(missing)}: subclass dlcli.loggers.Logger")

@@ -537,6 +537,9 @@ class MLflowSettings:
 
     def __post_init__(self) -> None:
         require(self.experiment.strip() != "", "logger.experiment", self.experiment, "a non-empty experiment name")
+        require("://" in self.tracking_uri or self.tracking_uri.startswith(("file:", "databricks")),
+                "logger.tracking_uri", self.tracking_uri, "a URI: sqlite:///path/to/mlflow.db for a local file "
+                "(sqlite:////abs/path with four slashes), http://host:5000 for a server, or file:/path")
 
 
 @dataclass

@@ -90,6 +90,15 @@ def test_corrupt_checkpoint(dlcli, tmp_path, keepsake):
     assert snapshot(tmp_path) == before
 
 
+def test_a_file_that_is_no_checkpoint_at_all_says_so(tmp_path):
+    from dlcli.checkpoint import load_checkpoint
+    from dlcli.errors import CheckpointError
+
+    (tmp_path / "flowers.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(CheckpointError, match="is not a checkpoint .not a file torch.save wrote.; pass a .pt file"):
+        load_checkpoint(tmp_path / "flowers.csv")
+
+
 def test_resume_from_a_missing_checkpoint(dlcli, tmp_path, keepsake):
     proc = dlcli("train", *FAST_TOY, "trainer.resume=outputs/earlier/last.pt")
     assert_one_line_error(proc, "outputs/earlier/last.pt does not exist")

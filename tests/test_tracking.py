@@ -140,6 +140,7 @@ def test_stalled_counts_epochs_since_an_improvement_larger_than_min_delta():
     ("trainer.early_stopping.patience=0", "null (off) or an integer >= 1"),
     ("trainer.early_stopping.min_delta=-1", "a number >= 0"),
     ("logger=wandb logger.mode=sometimes", "choose one of offline, online, disabled"),
+    ("logger=mlflow logger.tracking_uri=plain.db", "a URI: sqlite:///path/to/mlflow.db for a local file"),
 ])
 def test_bad_tracking_values_are_refused_before_any_work(override, message):
     from test_settings import compose_train
@@ -150,11 +151,29 @@ def test_bad_tracking_values_are_refused_before_any_work(override, message):
         load_settings(compose_train(*override.split()))
 
 
-def test_a_whole_section_given_one_value_is_one_line(dlcli, tmp_path):
-    proc = dlcli("train", *FAST_TOY, "trainer.early_stopping=3")
+@pytest.mark.parametrize("override, message", [
+    ("trainer.early_stopping=3", "trainer.early_stopping is a section of keys (patience, min_delta)"),
+    ("logger.tracking_uri=x.db", "the logger option chosen has no keys; choose one that does first"),
+    ("logger=mlfow", "did you mean mlflow?"),
+])
+def test_tracking_mistakes_on_the_command_line_are_one_line(dlcli, tmp_path, override, message):
+    proc = dlcli("train", *FAST_TOY, override)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "trainer.early_stopping is a section of keys (patience, min_delta)" in proc.stderr
+    assert message in proc.stderr, proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_logger_class_is_found_in_the_folder_dlcli_runs_from(tmp_path, monkeypatch):
+    """As the `dlcli` script runs it: unlike python -m, it does not put the working folder on sys.path."""
+    from dlcli.loggers import Guarded, build_logger
+    from dlcli.settings import Custom
+
+    (tmp_path / "my_trackers.py").write_text("from dlcli.loggers import Logger\nclass Mine(Logger):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    assert isinstance(build_logger(Custom("my_trackers.Mine", {})), Guarded)
+    with pytest.raises(ConfigError, match="cannot be imported .ModuleNotFoundError: No module named 'nope'"):
+        build_logger(Custom("nope.Mine", {}))
 
 
 def test_stalled_is_in_the_summary_of_a_full_run(toy_checkpoint: Path):

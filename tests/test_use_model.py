@@ -48,8 +48,8 @@ def test_predict_a_folder_of_pngs(lenet, digit_pngs, dlcli, tmp_path):
     with open(tmp_path / "pred" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["input", "class", "probability", "class_2", "probability_2", "class_3", "probability_3"]
-    assert sorted(r["input"] for r in rows) == sorted(truth)
-    right = sum(int(r["class"]) == truth[r["input"]] for r in rows)
+    assert sorted(str(folder / r["input"]) for r in rows) == sorted(truth)  # named within the folder given
+    right = sum(int(r["class"]) == truth[str(folder / r["input"])] for r in rows)
     # measured: 97.4% test accuracy after these two short epochs
     assert right >= 0.95 * N_PNG and summary["test_acc"] >= 0.96, (right, summary["test_acc"])
     for r in rows:
@@ -164,11 +164,15 @@ def test_batch_norm_and_recurrent_models_export_for_any_batch_size(tmp_path, nam
         assert got.shape == (5, 10) and torch.allclose(got, wanted, atol=1e-5), fmt
 
 
-def test_export_never_replaces_another_kind_of_file(lenet, dlcli):
+def test_export_never_replaces_another_kind_of_file(lenet, dlcli, tmp_path):
     where, best, _ = lenet
     before = best.read_bytes()
     proc = dlcli("export", f"checkpoint={best}", "format=torchscript", f"out={best}")
-    assert proc.returncode == 2 and "is not a torchscript file this command wrote" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "is not a TorchScript file" in proc.stderr, proc.stderr
     assert best.read_bytes() == before
+    (tmp_path / "notes.onnx").write_text("my notes")  # the right name is not enough: the content decides
+    proc = dlcli("export", f"checkpoint={best}", "out=notes.onnx")
+    assert proc.returncode == 2 and "is not an ONNX file" in proc.stderr, proc.stderr
+    assert (tmp_path / "notes.onnx").read_text() == "my notes"
     proc = dlcli("export", f"checkpoint={best}", "format=tflite")
     assert proc.returncode == 2 and "format='tflite' is invalid: onnx or torchscript" in proc.stderr, proc.stderr
