@@ -58,22 +58,21 @@ def test_predict_a_folder_of_pngs(lenet, digit_pngs, dlcli, tmp_path):
     assert "digit_000.png" in proc.stdout and "top 3" in proc.stdout
 
 
-def test_predict_reads_npy_as_uint8_or_unit_floats_alike(lenet, mnist_root, dlcli, tmp_path):
+def test_predict_reads_npy_as_uint8_or_unit_floats_alike(lenet, mnist_root, tmp_path):
+    """In-process (the command's path is the PNG test's): the same images as uint8 N×H×W and float N×C×H×W."""
     from dlcli.inputs import read_inputs, restore
 
     _, best, _ = lenet
     images, labels = mnist_test_images(mnist_root)
     np.save(tmp_path / "u8.npy", images[:10])  # N×H×W uint8: the channel axis is added
     np.save(tmp_path / "f32.npy", (images[:10, None] / 255).astype(np.float32))
-    proc = dlcli("predict", f"checkpoint={best}", "inputs=u8.npy", "top_k=1", "hydra.run.dir=u8")
-    assert proc.returncode == 0, proc.stderr
-    with open(tmp_path / "u8" / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["input"] for r in rows] == [f"u8.npy[{i}]" for i in range(10)]
-    assert sum(int(r["class"]) == label for r, label in zip(rows, labels)) >= 9
-    record = restore(best, []).record
-    u8, f32 = (read_inputs(tmp_path / f"{name}.npy", record)[1] for name in ("u8", "f32"))
+    restored = restore(best, [])
+    (names, u8), (_, f32) = (read_inputs(tmp_path / f"{name}.npy", restored.record) for name in ("u8", "f32"))
+    assert names == [f"u8.npy[{i}]" for i in range(10)]
     assert u8.shape == (10, 1, 28, 28) and torch.allclose(u8, f32)
+    with torch.inference_mode():
+        predicted = restored.model(u8).argmax(1).numpy()
+    assert (predicted == labels[:10]).sum() >= 9
 
 
 def test_predict_bad_inputs_are_one_line(lenet, toy_checkpoint, dlcli, tmp_path):
