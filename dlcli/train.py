@@ -165,7 +165,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
                         "reason": f"early stopping: {progress.stop_reason}" if progress.stop_reason
                         else f"completed trainer.epochs={t.epochs}"},
             "final_train_loss": progress.history[-1]["train_loss"],
-            "params": count_parameters(model),
+            "params": params,
             "wall_seconds": round(time.perf_counter() - started, 3),
             "startup_seconds": trainer.startup_seconds,
             "peak_rss_mb": peak_rss_mb(),
