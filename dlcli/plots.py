@@ -144,17 +144,18 @@ def gradient_flow(rows: list[dict], path: Path, title: str) -> Path:
 
 def sweep_gradient_flow(runs: list[tuple[str, list[dict]]]) -> bytes:
     """First-epoch gradient norm per layer of every job that recorded diagnostics, overlaid, as PNG bytes."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for (label, rows), style in zip(runs, line_styles(len(runs))):
-        first = sorted((r for r in rows if r["epoch"] == rows[0]["epoch"]), key=lambda r: r["depth"])
-        ax.plot([r["depth"] for r in first], [r["grad_norm"] for r in first], markersize=3, label=label, **style)
-    ax.set_yscale("log")
-    ax.set(xlabel="layer depth (1 = input side)", ylabel="gradient norm ||dL/dW|| after epoch 1",
-           title="gradient flow per layer")
-    ax.grid(alpha=0.3)
-    _legend(fig, ax, len(runs), loc="best")
-    return _png(fig)
+
+    def axes(ax) -> None:
+        ax.set_yscale("log")
+        ax.set(xlabel="layer depth (1 = input side)", ylabel="gradient norm ||dL/dW|| after epoch 1",
+               title="gradient flow per layer")
+        ax.grid(alpha=0.3)
+
+    def by_depth(rows: list[dict]) -> tuple[list[int], list[float]]:
+        rows = sorted(rows, key=lambda r: r["depth"])
+        return [r["depth"] for r in rows], [r["grad_norm"] for r in rows]
+
+    return _first_epochs_overlaid(runs, by_depth, axes, markersize=3)
 
 
 def gradient_through_time(rows: list[dict], path: Path, title: str) -> Path:
@@ -174,13 +175,21 @@ def gradient_through_time(rows: list[dict], path: Path, title: str) -> Path:
 
 def sweep_gradient_through_time(runs: list[tuple[str, list[dict]]]) -> bytes:
     """First-epoch ‖∂L/∂h_t‖ of every recurrent job against the steps back from its last state, as PNG bytes."""
+
+    def axes(ax) -> None:
+        _time_axes(ax)
+        ax.set_title("gradient through time after epoch 1")
+
+    return _first_epochs_overlaid(runs, _steps_back, axes, marker=None)
+
+
+def _first_epochs_overlaid(runs: list[tuple[str, list[dict]]], xy, axes, **line) -> bytes:
+    """One line per job, (x, y) = xy(its first epoch's rows), in the sweep's line styles, as PNG bytes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for (label, rows), style in zip(runs, line_styles(len(runs))):
-        ax.plot(*_steps_back([r for r in rows if r["epoch"] == rows[0]["epoch"]]), label=label,
-                **{**style, "marker": None})
-    _time_axes(ax)
-    ax.set_title("gradient through time after epoch 1")
+        ax.plot(*xy([r for r in rows if r["epoch"] == rows[0]["epoch"]]), label=label, **{**style, **line})
+    axes(ax)
     _legend(fig, ax, len(runs), loc="best")
     return _png(fig)
 
