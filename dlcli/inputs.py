@@ -208,8 +208,6 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     return [f"{path.name}:{first + i + 1}" for i in range(len(x))], x
 
 
-
-
 def _feature_count(x: torch.Tensor, record: dict, path: Path) -> None:
     wanted = record["shape"][0]
     if x.dim() != 2 or x.shape[1] != wanted:
