@@ -292,6 +292,11 @@ def leave() -> None:
     """Leave the process group, as torch asks before a process exits (its threads would abort otherwise)."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        import gc
+
+        # free what the run left unreferenced (DistributedDataParallel and its reducer hold the group) while
+        # the interpreter is whole: a gloo group destroyed during its shutdown can abort the process
+        gc.collect()
         dist.destroy_process_group()
 
 
