@@ -1,7 +1,9 @@
 """Shared helpers: run the real `dlcli` in a subprocess, compose configs, find the MNIST files."""
 
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,64 @@ def repository_untouched():
     written = [str(p) for p in paths if RUN_FILES & {*p.parts, p.suffix} and (REPO / p).exists()
                and (REPO / p).stat().st_mtime >= started]
     assert not written, f"tests wrote into the repository: {written[:10]}"
+
+
+# Hostile-input tests register here what must never happen: a payload's marker file appearing, or a
+# folder that dlcli did not make changing. Both are checked once more after the whole suite.
+_MARKERS: list[Path] = []
+_FOREIGN: dict[Path, dict] = {}
+
+
+def snapshot(folder: Path) -> dict:
+    """Every entry under `folder`, byte for byte: files by content and mode, links by target, the rest by kind."""
+    found = {}
+    for path in sorted([folder, *folder.rglob("*")]):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            found[str(path.relative_to(folder))] = ("link", os.readlink(path))
+        elif stat.S_ISREG(info.st_mode):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            found[str(path.relative_to(folder))] = ("file", digest, info.st_mode, info.st_mtime_ns)
+        else:
+            found[str(path.relative_to(folder))] = ("dir" if stat.S_ISDIR(info.st_mode) else "other", info.st_mode)
+    return found
+
+
+@pytest.fixture
+def marker():
+    """marker(path): a file a crafted payload would create; it must never exist, now or after the suite."""
+
+    def register(path: Path) -> Path:
+        _MARKERS.append(Path(path))
+        return Path(path)
+
+    return register
+
+
+@pytest.fixture
+def foreign():
+    """foreign(folder): a folder dlcli did not make; returns a check that it is byte for byte as it was,
+    which runs again after the suite."""
+
+    def register(folder: Path):
+        folder = Path(folder)
+        _FOREIGN[folder] = snapshot(folder)
+
+        def unchanged() -> None:
+            assert snapshot(folder) == _FOREIGN[folder], f"{folder} changed"
+
+        return unchanged
+
+    return register
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_ran_nothing_lost():
+    yield
+    ran = [str(m) for m in _MARKERS if os.path.lexists(m)]
+    assert not ran, f"crafted payloads ran: {ran}"
+    changed = [str(f) for f, before in _FOREIGN.items() if snapshot(f) != before]
+    assert not changed, f"folders dlcli did not make were changed: {changed}"
 
 
 @pytest.fixture(scope="session")
