@@ -47,8 +47,12 @@ _FOREIGN: dict[Path, dict] = {}
 
 def snapshot(folder: Path) -> dict:
     """Every entry under `folder`, byte for byte: files by content and mode, links by target, the rest by kind."""
-    found = {}
-    for path in sorted([folder, *folder.rglob("*")]):
+    if not os.path.lexists(folder):
+        return {".": ("missing",)}
+    found, paths = {}, [folder]
+    for parent, dirs, names in os.walk(folder):  # links are not followed: a loop is an entry like any other
+        paths += [Path(parent, name) for name in dirs + names]
+    for path in sorted(paths):
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode):
             found[str(path.relative_to(folder))] = ("link", os.readlink(path))
