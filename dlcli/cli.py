@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         # are not there yet; the errors that end the run come back as exceptions, given in one line
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     # Hydra reads sys.argv itself; make it look as if `dlcli <command>` were the program
-    sys.argv = [f"dlcli {args[0]}", *args[1:]]
+    sys.argv = [f"dlcli {args[0]}", *map(home_expanded, args[1:])]
     try:
         module.main()
     except BrokenPipeError:  # `dlcli train --help | head`: the reader left, nothing is wrong
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from dlcli.settings import composition_error
 
-        message = unknown_key_message(exc, args[0], args[1:]) or composition_error(exc) or hydra_message(exc)
+        message = (unreadable_override(exc, args[0], args[1:]) or unknown_key_message(exc, args[0], args[1:])
+                   or composition_error(exc) or hydra_message(exc))
         print(f"dlcli: error: {message}", file=sys.stderr)
         return 2
     return 0
@@ -117,6 +118,51 @@ def _unused_by_eval(overrides: list[str]) -> str | None:
         key = item.partition("=")[0].lstrip("+~")
         if "=" in item and not item.startswith("-") and not key.startswith("hydra") and key not in ACCEPTED:
             return unused_key_message(key)
+    return None
+
+
+def home_expanded(arg: str) -> str:
+    """`key=~/path` with the home folder put in, as a shell does for an assignment: Hydra's override
+    grammar has no `~`, and a bash word `data.root=~/x` is no assignment, so nothing else expands it."""
+    key, eq, value = arg.partition("=")
+    if not eq or arg.startswith("-") or not (value == "~" or value.startswith("~/")) or "," in value:
+        return arg
+    path = os.path.expanduser(value)
+    quote = "'" if "'" not in path else '"'
+    return arg if quote in path else f"{key}={quote}{path}{quote}"  # quoted: a home with spaces still parses
+
+
+# Hydra's options that take the next word as their value
+_OPTION_VALUES = {"-c", "--cfg", "-p", "--package", "-cn", "--config-name", "-cp", "--config-path", "-cd",
+                  "--config-dir", "--experimental-rerun"}
+
+
+def unreadable_override(exc: BaseException, command: str, args: list[str]) -> str | None:
+    """dlcli's line for the first word Hydra's override grammar cannot read, with the quoting that
+    works; Hydra's own names the grammar's token and a web page, not the fix."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    if not isinstance(exc, OverrideParseException):
+        return None
+    parser = OverridesParser.create()
+    words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in _OPTION_VALUES)]
+    for i, word in enumerate(words):
+        try:
+            parser.parse_override(word)
+            continue
+        except HydraException:
+            pass
+        key, eq, value = word.partition("=")
+        if not eq and i > 0 and "=" in words[i - 1]:  # `inputs=my photos/`: the shell split one value in two
+            joined_key, _, start = words[i - 1].partition("=")
+            return (f"{word!r} is not an override (key=value): the shell split a value with a space in it; quote "
+                    f"the whole value, once for Hydra and once for the shell: \"{joined_key}='{start} {word}'\"")
+        if not eq:
+            return f"{word!r} is not an override: write key=value or group=option (dlcli {command} --help lists them)"
+        return (f"the value of {key} cannot be read unquoted ({value!r} holds a character that Hydra's override "
+                f"grammar takes only in quotes, such as a non-ASCII letter); quote it, once for Hydra and once "
+                f"for the shell: \"{key}='{value}'\"")
     return None
 
 
