@@ -340,6 +340,12 @@ class ElasticSettings(RegularizationSettings):
 # --- optimizers: torch.optim classes, called with the parameter groups -------------------------------
 
 
+def _number(value: Any, key: str) -> float:
+    """A key of a class dlcli has no schema for, that must still be a number."""
+    require(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, "a number")
+    return float(value)
+
+
 def _check_lr_and_decay(lr: float, weight_decay: float) -> None:
     require(0.0 < lr < math.inf, "optimizer.lr", lr, "a number > 0")
     require(0.0 <= weight_decay < math.inf, "optimizer.weight_decay", weight_decay, "a number >= 0")
@@ -639,17 +645,27 @@ def load_settings(cfg: Any) -> Settings:
     )
 
 
+# what the custom option of each group takes, for the line that asks for one
+TARGET_EXAMPLES = {"model": "my_nets.Net", "data": "my_data.load", "loss": "torch.nn.CrossEntropyLoss",
+                   "optimizer": "torch.optim.NAdam", "scheduler": "torch.optim.lr_scheduler.ExponentialLR",
+                   "logger": "my_logs.Printer"}
+
+
 def _spec(group: str, section: dict) -> Any:
     """The checked schema of the option's `_target_`, or Custom for a target dlcli does not know."""
     target = section.get("_target_")
+    example = f"{group}._target_={TARGET_EXAMPLES.get(group, 'my_nets.Net')}"
     if target == "???":
-        raise ConfigError(f"{group}._target_ is required: the dotted path of the class to build, e.g. "
-                          f"{group}._target_=my_nets.Net")
+        raise ConfigError(f"{group}._target_ is required: the dotted path of what to build, e.g. {example}")
     require(isinstance(target, str) and target.strip() != "", f"{group}._target_", target,
-            "the dotted path of the class to build, e.g. my_nets.Net")
+            f"the dotted path of what to build, e.g. {example}")
     schema = BY_TARGET.get(group, {}).get(target)
     if schema is None:
-        return Custom(target, {k: v for k, v in section.items() if k != "_target_"})
+        kwargs = {k: v for k, v in section.items() if k != "_target_"}
+        if group == "optimizer":  # whatever the class, these two mean the same and have the same range
+            _check_lr_and_decay(_number(kwargs.get("lr", 1.0), "optimizer.lr"),
+                                _number(kwargs.get("weight_decay", 0.0), "optimizer.weight_decay"))
+        return Custom(target, kwargs)
     return build(schema, section, group)
 
 
