@@ -115,6 +115,9 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> Dat
     train_x, train_y, test_x, test_y = loaded.train_x, loaded.train_y, loaded.test_x, loaded.test_y
     subset = getattr(spec, "subset", None)
     if subset is not None:
+        if subset > len(train_y):  # a subset that is the whole set would cost the whole set's time unasked
+            raise ConfigError(f"data.subset={subset} is invalid: this training set has only {len(train_y):,} "
+                              f"samples; use data.subset={len(train_y)} or fewer, or null for all of them")
         train_x, train_y = train_x[:subset], train_y[:subset]
     mean, std = torch.tensor(loaded.mean, dtype=torch.float32), torch.tensor(loaded.std, dtype=torch.float32)
     if train_x.dtype == torch.uint8:  # images: normalized per batch, on the device
