@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ def read_job(run_dir: Path) -> Job:
         raise _unreadable(overrides_file, "not a list of overrides")
     rows = read_metrics(run_dir)
     summary_file = run_dir / "summary.json"
-    summary = _read(summary_file, json.loads, "JSON") if summary_file.is_file() else {"status": "running"}
+    summary = _read(summary_file, json.loads, "JSON") if os.path.lexists(summary_file) else {"status": "running"}
     if not isinstance(summary, dict):
         raise _unreadable(summary_file, "not a JSON object")
     job = Job(
@@ -75,15 +76,23 @@ def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
     """The rows of a .jsonl file a run writes (none if it has not yet), each checked to have `fields`."""
     if not path.is_file():
         return []
-    rows = _read(path, lambda text: [json.loads(line) for line in text.splitlines() if line.strip()], "JSON")
-    for number, row in enumerate(rows, 1):
+    lines = [(number, line) for number, line in enumerate(_read(path, str.splitlines, "text"), 1) if line.strip()]
+    rows = []
+    for number, line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise _unreadable(path, f"line {number} is not valid JSON ({str(exc).splitlines()[0]})") from None
         wrong = [f for f in fields if not isinstance(row, dict) or not isinstance(row.get(f), (int, float))]
         if wrong:
-            raise _unreadable(path, f"row {number} has no number {wrong[0]}")
+            raise _unreadable(path, f"line {number} has no number {wrong[0]}")
+        rows.append(row)
     return rows
 
 
 def _read(path: Path, parse, kind: str):
+    if not path.is_file():  # a folder or a pipe by that name: reading one would fail or wait forever
+        raise _unreadable(path, "not a regular file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

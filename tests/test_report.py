@@ -35,7 +35,8 @@ def figures(monkeypatch):
     ("summary.json", "{bad", "not valid JSON"),
     ("summary.json", "[1, 2]", "not a JSON object"),
     ("summary.json", '{"status": "ok", "best_val_acc": "high"}', "best_val_acc is not a number"),
-    ("metrics.jsonl", '{"epoch": 1}\n', "row 1 has no number train_loss"),
+    ("metrics.jsonl", '{"epoch": 1}\n', "line 1 has no number train_loss"),
+    ("metrics.jsonl", '{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}\n{bad\n', "line 2 is not valid JSON"),
     ("metrics.jsonl", b"\xff\xfe", "utf-8"),
     (".hydra/overrides.yaml", ": :", "not valid YAML"),
 ])
