@@ -1,0 +1,94 @@
+"""Run folders that dlcli did not make (issue 19): it removes only what its own process made, writes a new
+run only into a new or empty folder, and a resume ends with a test result and keeps what says how to resume."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import FAST_TOY, assert_one_line_error
+
+
+@pytest.fixture
+def user_folder(tmp_path):
+    """A folder of someone else's files: logs, and files named as a run's own."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in [("server.log", "GET /\n"), ("app.log", "started\n"), ("metrics.csv", "day,sales\n1,3\n"),
+                       ("learning_curves.png", "not a picture\n")]:
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture
+def run_copy(toy_checkpoint, tmp_path):
+    """A finished toy run's folder, copied fresh."""
+    return shutil.copytree(toy_checkpoint.parent.parent, tmp_path / "run")
+
+
+# --- folders that were there before the process started are never removed ---------------------------------
+
+
+def test_a_failing_run_into_a_folder_of_logs_leaves_it_as_it_was(dlcli, user_folder, foreign):
+    unchanged = foreign(user_folder)
+    proc = dlcli("train", "optimizer.lr=-1", f"hydra.run.dir={user_folder}")
+    assert_one_line_error(proc, str(user_folder), "server.log", "another hydra.run.dir")
+    unchanged()  # not removed, and no .lock left in it
+
+
+def test_a_failing_run_into_an_empty_folder_keeps_the_folder_and_leaves_it_empty(dlcli, tmp_path, foreign):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "parent").mkdir()
+    empty, parent = foreign(tmp_path / "empty"), foreign(tmp_path / "parent")
+    assert_one_line_error(dlcli("train", "optimizer.lr=-1", "hydra.run.dir=empty"), "optimizer.lr=-1 is invalid")
+    empty()
+    # the two folders it made under a folder that was there go; that one stays
+    assert_one_line_error(dlcli("train", "optimizer.lr=-1", "hydra.run.dir=parent/a/b"), "optimizer.lr=-1 is invalid")
+    parent()
+
+
+def test_a_failing_resume_of_a_run_killed_before_its_first_checkpoint_keeps_its_folder(dlcli, tmp_path):
+    killed = tmp_path / "killed"
+    (killed / ".hydra").mkdir(parents=True)
+    (killed / ".hydra" / "config.yaml").write_text("trainer:\n  epochs: 2\n")
+    (killed / "train.log").write_text("epoch 1/2 ...\n")
+    proc = dlcli("train", "optimizer.lr=-1", "trainer.resume=auto", "hydra.run.dir=killed")
+    assert_one_line_error(proc, "optimizer.lr=-1 is invalid")
+    assert (killed / "train.log").read_text().startswith("epoch 1/2 ...\n")
+    assert json.loads((killed / "summary.json").read_text())["status"] == "failed"
+
+
+# --- a new run writes only into a new or empty folder --------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["train", *FAST_TOY],
+    ["train", *FAST_TOY, "trainer.resume=auto"],  # not a dlcli run: nothing there to continue
+    ["eval", "checkpoint=best.pt"],
+    ["predict", "checkpoint=best.pt", "inputs=x.npy"],
+], ids=["train", "train-resume", "eval", "predict"])
+def test_a_new_run_into_a_folder_of_files_is_refused_in_one_line(dlcli, user_folder, foreign, args):
+    unchanged = foreign(user_folder)
+    proc = dlcli(*args, f"hydra.run.dir={user_folder}")
+    assert_one_line_error(proc, f"{user_folder} is not empty", "app.log, learning_curves.png, metrics.csv",
+                          "another hydra.run.dir (or leave it out)")
+    assert "trainer.resume=auto" not in proc.stderr  # no dlcli run there to continue
+    assert proc.returncode == 2
+    unchanged()
+
+
+def test_a_sweep_into_a_folder_of_files_is_refused_in_one_line(dlcli, user_folder, foreign):
+    unchanged = foreign(user_folder)
+    proc = dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.1,0.01", f"hydra.sweep.dir={user_folder}")
+    assert_one_line_error(proc, f"{user_folder} already holds files", "metrics.csv", "another hydra.sweep.dir")
+    unchanged()
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_refused_a_runs_folder_suggest_only_what_they_take(dlcli, run_copy, foreign, command):
+    unchanged = foreign(run_copy)
+    inputs = ["inputs=x.npy"] if command == "predict" else []
+    proc = dlcli(command, "checkpoint=run/checkpoints/best.pt", *inputs, f"hydra.run.dir={run_copy}")
+    assert_one_line_error(proc, "already holds a run", "another hydra.run.dir")
+    assert "trainer.resume" not in proc.stderr
+    unchanged()
