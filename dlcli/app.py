@@ -27,7 +27,8 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     but Hydra's files into a folder it found new or empty, what it put there goes, and the folder
     too if this process made it, so a typo leaves no clutter behind; a folder that was there stays.
     The failure record goes only into a folder this run holds, and never replaces a summary.json
-    that says ok. Set DLCLI_DEBUG=1 to see tracebacks.
+    that says ok, nor one that says interrupted with the command that resumes. Set DLCLI_DEBUG=1
+    to see tracebacks.
     Of the processes of a torchrun or SLURM run, rank 0 reports, records and cleans up.
     """
     from dlcli.distributed import leave, lost_contact, lost_contact_line, rank
@@ -106,10 +107,13 @@ def _to_log_file(message: str, exc_info: BaseException | None = None) -> None:
 
 def _record_failure(run_dir: Path, status: str, reason: str) -> None:
     """summary.json says how the run ended, unless it already says ok: a failed resume or a later
-    command must not erase a finished run's result."""
+    command must not erase a finished run's result. Nor does a failure (a refused resume: another
+    model.width, a bad value) replace an interruption's record, whose resume command still holds;
+    only a later interruption or a divergence does."""
     summary = run_dir / "summary.json"
     try:
-        if json.loads(summary.read_text()).get("status") == "ok":
+        before = json.loads(summary.read_text()).get("status")
+        if before == "ok" or (before == "interrupted" and status == "failed"):
             return
     except (OSError, ValueError, AttributeError):
         pass  # none yet, or unreadable: nothing worth keeping

@@ -8,6 +8,9 @@ import pytest
 
 from conftest import FAST_TOY, assert_one_line_error
 
+INTERRUPTED = {"status": "interrupted", "reason": "SIGTERM: stopped at epoch 1, step 3 with checkpoints/last.pt "
+               "saved; resume with: dlcli train trainer.resume=auto hydra.run.dir=run"}
+
 
 @pytest.fixture
 def user_folder(tmp_path):
@@ -92,3 +95,14 @@ def test_eval_and_predict_refused_a_runs_folder_suggest_only_what_they_take(dlcl
     assert_one_line_error(proc, "already holds a run", "another hydra.run.dir")
     assert "trainer.resume" not in proc.stderr
     unchanged()
+
+
+# --- resuming ------------------------------------------------------------------------------------------------
+
+
+def test_a_refused_resume_keeps_the_interrupted_summary_and_its_resume_command(dlcli, run_copy):
+    (run_copy / "summary.json").write_text(json.dumps(INTERRUPTED))
+    kept = {p: p.read_bytes() for p in [run_copy / "summary.json", *(run_copy / "checkpoints").iterdir()]}
+    proc = dlcli("train", *FAST_TOY, "model.width=16", "trainer.resume=auto", "hydra.run.dir=run")
+    assert_one_line_error(proc, "does not fit this model")
+    assert {p: p.read_bytes() for p in kept} == kept
