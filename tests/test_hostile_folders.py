@@ -106,3 +106,32 @@ def test_a_refused_resume_keeps_the_interrupted_summary_and_its_resume_command(d
     proc = dlcli("train", *FAST_TOY, "model.width=16", "trainer.resume=auto", "hydra.run.dir=run")
     assert_one_line_error(proc, "does not fit this model")
     assert {p: p.read_bytes() for p in kept} == kept
+
+
+@pytest.fixture
+def unbeatable(toy_checkpoint, tmp_path, foreign):
+    """A copy of the toy run whose last.pt claims a best val_acc of 1.0, which no epoch can beat."""
+    import torch
+
+    source = shutil.copytree(toy_checkpoint.parent.parent, tmp_path / "source")
+    state = torch.load(source / "checkpoints" / "last.pt", weights_only=True)
+    torch.save({**state, "best_value": 1.0}, source / "checkpoints" / "last.pt")
+    return source, foreign(source)
+
+
+@pytest.mark.parametrize("epochs,best_epoch", [(3, 3), (2, 2)], ids=["no-epoch-beats-the-best", "no-epoch-left"])
+def test_a_resume_from_another_runs_checkpoint_into_a_new_folder_ends_with_a_test_result(dlcli, tmp_path, unbeatable,
+                                                                                        epochs, best_epoch):
+    import torch
+
+    source, unchanged = unbeatable
+    proc = dlcli("train", *FAST_TOY, f"trainer.epochs={epochs}", f"trainer.resume={source}/checkpoints/last.pt",
+                 "hydra.run.dir=new")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "new" / "summary.json").read_text())
+    assert summary["status"] == "ok" and 0 <= summary["test_acc"] <= 1
+    assert summary["best_epoch"] == best_epoch  # the best of the epochs in this folder: the resumed one if none
+    best = torch.load(tmp_path / "new" / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "new" / "checkpoints" / "last.pt", weights_only=True)
+    assert best["epoch"] == best_epoch and last["epoch"] == epochs and last["best_epoch"] == best_epoch
+    unchanged()
