@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed
-from dlcli.files import hold, holds, release, taken_empty, undo, write_json
+from dlcli.files import hold, holds, release, remove_temporaries, taken_empty, undo, write_json
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -174,6 +174,8 @@ class RunFolder(Callback):
             # Hydra turns a callback's exceptions into warnings and carries on: stop here instead
             print(f"dlcli: error: {one_line(exc)}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
+        if continues:  # a killed run's half-written files: no other process writes here now
+            remove_temporaries(folder, "checkpoints")
 
 
 def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str | None:

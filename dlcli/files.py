@@ -8,6 +8,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -210,3 +211,22 @@ def release(folder: Path) -> None:
     held = _held.pop(Path(folder).resolve(), None)
     if held is not None:
         os.close(held.fd)
+
+
+# write_atomic's temporaries: .NAME. + mkstemp's 8 random characters + .tmp
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_temporaries(folder: Path, *inside: str) -> None:
+    """Delete the temporary files of writes that a kill cut short (write_atomic's .NAME.*.tmp) in a
+    folder this process holds, where no other process writes, and in its sub-folders `inside`."""
+    if not holds(folder):
+        return
+    for where in (Path(folder), *(Path(folder) / name for name in inside)):
+        try:
+            entries = list(os.scandir(where))
+        except OSError:  # no such sub-folder yet
+            continue
+        for entry in entries:
+            if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)

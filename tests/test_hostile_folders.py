@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import FAST_TOY, assert_one_line_error
+from conftest import FAST_TOY, assert_one_line_error, read_jsonl
 
 INTERRUPTED = {"status": "interrupted", "reason": "SIGTERM: stopped at epoch 1, step 3 with checkpoints/last.pt "
                "saved; resume with: dlcli train trainer.resume=auto hydra.run.dir=run"}
@@ -106,6 +106,17 @@ def test_a_refused_resume_keeps_the_interrupted_summary_and_its_resume_command(d
     proc = dlcli("train", *FAST_TOY, "model.width=16", "trainer.resume=auto", "hydra.run.dir=run")
     assert_one_line_error(proc, "does not fit this model")
     assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_a_resume_removes_the_temporary_files_a_killed_write_left(dlcli, run_copy):
+    stale = [run_copy / "checkpoints" / ".last.pt.k3q_z9ab.tmp", run_copy / "checkpoints" / ".best.pt.0a1b2c3d.tmp",
+             run_copy / ".metrics.csv.x7y8z9w0.tmp"]
+    for path in stale:
+        path.write_bytes(b"PK\x03\x04 cut short")
+    proc = dlcli("train", *FAST_TOY, "trainer.epochs=3", "trainer.resume=auto", "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    assert not [p for p in stale if p.exists()]
+    assert [r["epoch"] for r in read_jsonl(run_copy / "metrics.jsonl")] == [1, 2, 3]
 
 
 @pytest.fixture
