@@ -186,7 +186,10 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
     folder (`continues`: trainer.resume=auto, or a checkpoint inside it). `resumes`: the command takes
     trainer.resume. A resumed sweep would be one more case here.
     """
-    names = sorted(entry.name for entry in folder.iterdir() if entry.name != ".lock")
+    try:
+        names = sorted(entry.name for entry in folder.iterdir() if entry.name != ".lock")
+    except OSError as exc:  # writable but not listable: what it holds is unknown
+        return f"{folder} cannot be listed ({exc.strerror}); write elsewhere with another {option} (or leave it out)"
     if not names:
         return None
     is_run = (folder / ".hydra").is_dir()
