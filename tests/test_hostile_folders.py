@@ -8,6 +8,9 @@ import pytest
 
 from conftest import FAST_TOY, assert_one_line_error, read_jsonl
 
+from dlcli.errors import ConfigError
+from dlcli.files import hold, holds
+
 INTERRUPTED = {"status": "interrupted", "reason": "SIGTERM: stopped at epoch 1, step 3 with checkpoints/last.pt "
                "saved; resume with: dlcli train trainer.resume=auto hydra.run.dir=run"}
 
@@ -146,3 +149,19 @@ def test_a_resume_from_another_runs_checkpoint_into_a_new_folder_ends_with_a_tes
     last = torch.load(tmp_path / "new" / "checkpoints" / "last.pt", weights_only=True)
     assert best["epoch"] == best_epoch and last["epoch"] == epochs and last["best_epoch"] == best_epoch
     unchanged()
+
+
+def test_a_folder_refused_by_the_check_of_hold_is_left_as_it_was_or_removed_if_hold_made_it(tmp_path, foreign):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "notes.txt").write_text("mine\n")
+    unchanged = foreign(parent)
+
+    def refuse():
+        raise ConfigError("refused")
+
+    for folder in (parent / "a" / "b", parent):
+        with pytest.raises(ConfigError):
+            hold(folder, check=refuse)
+        assert not holds(folder)
+        unchanged()  # no a/b left, no .lock added
