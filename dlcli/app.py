@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed
+from dlcli.files import hold, holds, release, remove_temporaries, taken_empty, undo, write_json
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -23,19 +23,19 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
 
     A single run then exits non-zero. In a sweep (-m) the job returns NaN instead, so the other
     jobs still run and the sweep summary counts it as failed; unexpected errors are caught there
-    too, with the traceback kept in the job's log. Hydra makes the run directory before the task
-    starts; if a single run fails before writing anything into it, the directory goes too, so a
-    typo leaves no clutter behind. The failure record goes only into a folder this run made or
-    holds, and never replaces a summary.json that says ok. Set DLCLI_DEBUG=1 to see tracebacks.
+    too, with the traceback kept in the job's log. If a single run fails before writing anything
+    but Hydra's files into a folder it found new or empty, what it put there goes, and the folder
+    too if this process made it, so a typo leaves no clutter behind; a folder that was there stays.
+    The failure record goes only into a folder this run holds, and never replaces a summary.json
+    that says ok, nor one that says interrupted with the command that resumes. Set DLCLI_DEBUG=1
+    to see tracebacks.
     Of the processes of a torchrun or SLURM run, rank 0 reports, records and cleans up.
     """
     from dlcli.distributed import leave, lost_contact, lost_contact_line, rank
-    from dlcli.files import hold, holds, release
 
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
-    fresh = _only_hydra_files(run_dir)
     if rank() > 0:  # one of several processes (torchrun, SLURM tasks): rank 0 keeps the log
         _quiet_log(rank())
     try:
@@ -63,9 +63,9 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
                 return float("nan")
             raise SystemExit(getattr(exc, "exit_code", 1)) from None
         _say(f"dlcli: error: {where}{reason}")
-        if fresh and not multirun and _only_hydra_files(run_dir):
+        if not multirun and taken_empty(run_dir) and _only_hydra_files(run_dir):
             _remove_run_dir(run_dir)
-        elif holds(run_dir) or (fresh and not multirun):  # a job's folder is its own only if it holds it
+        elif holds(run_dir):  # a folder is the run's (or the job's) own only if it holds it
             _record_failure(run_dir, status, reason)
         if multirun and _sweeper_takes_failures_as_exceptions(hydra):
             raise JobFailed(reason) from None
@@ -107,12 +107,13 @@ def _to_log_file(message: str, exc_info: BaseException | None = None) -> None:
 
 def _record_failure(run_dir: Path, status: str, reason: str) -> None:
     """summary.json says how the run ended, unless it already says ok: a failed resume or a later
-    command must not erase a finished run's result."""
-    from dlcli.files import write_json
-
+    command must not erase a finished run's result. Nor does a failure (a refused resume: another
+    model.width, a bad value) replace an interruption's record, whose resume command still holds;
+    only a later interruption or a divergence does."""
     summary = run_dir / "summary.json"
     try:
-        if json.loads(summary.read_text()).get("status") == "ok":
+        before = json.loads(summary.read_text()).get("status")
+        if before == "ok" or (before == "interrupted" and status == "failed"):
             return
     except (OSError, ValueError, AttributeError):
         pass  # none yet, or unreadable: nothing worth keeping
@@ -126,60 +127,91 @@ class RunFolder(Callback):
     """Hydra callback: a run holds its folder (files.hold) before Hydra writes anything there.
 
     Two runs writing one folder overwrite each other's checkpoints, so a second run into a folder
-    in use is refused, leaving that folder as it was; so is a run into a folder that holds
-    another run's results, unless it continues that run (trainer.resume). Commands that keep no
-    files (hydra.output_subdir: null, as summary and gradcheck) hold no folder.
+    in use is refused, leaving that folder as it was; so is a new run or sweep into a folder that
+    holds anything, unless the run continues the dlcli run there (trainer.resume, see _refusal).
+    Commands that keep no files (hydra.output_subdir: null, as summary and gradcheck) hold no folder.
     """
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(os.path.abspath(str(config.hydra.run.dir)))
-        continues = _continues(OmegaConf.select(config, "trainer.resume"), folder)
-        self._take(config, folder, "hydra.run.dir", () if continues else RUN_RESULTS)
+        resumes = "resume" in (OmegaConf.select(config, "trainer") or {})  # train; eval and predict do not
+        continues = _continues(OmegaConf.select(config, "trainer.resume", default=None), folder)
+        self._take(config, folder, "hydra.run.dir", resumes, continues)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(os.path.abspath(str(config.hydra.sweep.dir)))
-        self._take(config, folder, "hydra.sweep.dir", ("multirun.yaml",))
+        self._take(config, folder, "hydra.sweep.dir", False, False)
 
     @staticmethod
-    def _take(config: Any, folder: Path, option: str, results: tuple[str, ...]) -> None:
+    def _take(config: Any, folder: Path, option: str, resumes: bool, continues: bool) -> None:
         from dlcli.distributed import agree_on_folder, place
 
         if config.hydra.output_subdir is None:
             return
+
+        def take() -> None:
+            RunFolder._hold(folder, option, resumes, continues)
+
         if place() is None:
-            RunFolder._hold(folder, option, results)
+            take()
             return
         try:  # torchrun or SLURM: rank 0's folder, held by rank 0
-            agree_on_folder(config, option, folder, lambda: RunFolder._hold(folder, option, results))
+            agree_on_folder(config, option, folder, take)
         except DlcliError as exc:  # the processes did not meet
             print(f"dlcli: error: {one_line(exc)}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
 
     @staticmethod
-    def _hold(folder: Path, option: str, results: tuple[str, ...]) -> None:
-        from dlcli.files import hold
-
-        def refuse_to_overwrite() -> None:
-            found = [name for name in results if (folder / name).exists()]
-            if found:
-                run = "run" if option == "hydra.run.dir" else "sweep"
-                resume = ", or continue that run with trainer.resume=auto" if run == "run" else ""
-                raise ConfigError(f"{folder} already holds a {run} ({', '.join(found)}), which a new one would "
-                                  f"overwrite; write elsewhere with another {option} (or leave it out){resume}")
+    def _hold(folder: Path, option: str, resumes: bool, continues: bool) -> None:
+        def refuse() -> None:
+            reason = _refusal(folder, option, resumes, continues)
+            if reason:
+                raise ConfigError(reason)
 
         try:
-            hold(folder, option, refuse_to_overwrite)
+            hold(folder, option, refuse)
         except DlcliError as exc:
             # Hydra turns a callback's exceptions into warnings and carries on: stop here instead
             print(f"dlcli: error: {one_line(exc)}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
+        if continues:  # a killed run's half-written files: no other process writes here now
+            remove_temporaries(folder, "checkpoints")
 
 
-RUN_RESULTS = ("summary.json", "metrics.jsonl", "checkpoints", "eval.json", "predictions.csv")
+def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str | None:
+    """Why a run (option hydra.run.dir) or a sweep (hydra.sweep.dir) may not write into `folder`, or None.
+
+    A new run or sweep writes only into a folder that is new or empty (dlcli's lock file aside), so it
+    never overwrites or mixes with files it did not make; a run may also continue the dlcli run in its
+    folder (`continues`: trainer.resume=auto, or a checkpoint inside it). `resumes`: the command takes
+    trainer.resume. A resumed sweep would be one more case here.
+    """
+    try:
+        names = sorted(entry.name for entry in folder.iterdir() if entry.name != ".lock")
+    except OSError as exc:  # writable but not listable: what it holds is unknown
+        return f"{folder} cannot be listed ({exc.strerror}); write elsewhere with another {option} (or leave it out)"
+    if not names:
+        return None
+    is_run = (folder / ".hydra").is_dir()
+    if continues and is_run and option == "hydra.run.dir":
+        return None
+    held = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    instead = f"write elsewhere with another {option} (or leave it out)"
+    if option == "hydra.sweep.dir":
+        what = "a sweep" if (folder / "multirun.yaml").is_file() else "files"
+        return (f"{folder} already holds {what} ({held}), which a new sweep could overwrite: a sweep writes only "
+                f"into a new or empty folder; {instead}")
+    if is_run:
+        resume = ", or continue that run with trainer.resume=auto" if resumes else ""
+        return (f"{folder} already holds a run ({held}), which a new one would overwrite: a new run writes only "
+                f"into a new or empty folder; {instead}{resume}")
+    resume = "; trainer.resume continues only a folder where dlcli train ran (it has .hydra/)" if continues else ""
+    return (f"{folder} is not empty (it holds {held}), and a new run could overwrite those files: a new run "
+            f"writes only into a new or empty folder; {instead}{resume}")
 
 
 def _continues(resume: str | None, folder: Path) -> bool:
-    """Whether trainer.resume continues the run in `folder` (from its own checkpoint), not another one."""
+    """Whether trainer.resume asks to continue the run in `folder` (from its own checkpoint), not another one."""
     if resume == "auto":
         return True
     return bool(resume) and folder.resolve() in Path(resume).expanduser().resolve().parents
@@ -199,20 +231,17 @@ def one_line(exc: BaseException) -> str:
 
 
 def _only_hydra_files(run_dir: Path) -> bool:
-    """A run folder Hydra made for this job (it has .hydra/) holding nothing else but logs."""
-    if not (run_dir / ".hydra").is_dir() or run_dir.resolve() == Path.cwd().resolve():
+    """A run folder Hydra wrote into for this job (it has .hydra/) holding nothing else but logs."""
+    if not (run_dir / ".hydra").is_dir():
         return False
     return all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in run_dir.iterdir())
 
 
 def _remove_run_dir(run_dir: Path) -> None:
+    """What this run put into a folder it found new or empty; the folder, and the parents (the date
+    folder, outputs/ ...), only if this process made them."""
     logging.shutdown()  # close Hydra's log file before deleting it
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cwd = Path.cwd().resolve()
-    for parent in run_dir.resolve().parents:  # the date folder, outputs/ ... if now empty
-        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
-            break
-        parent.rmdir()
+    undo(run_dir)
 
 
 def optional_package(module: str, extra: str, purpose: str, instead: str = "") -> Any:

@@ -8,7 +8,10 @@ import fcntl
 import io
 import json
 import os
+import re
+import shutil
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Callable
@@ -77,32 +80,47 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     write_atomic(run_dir / "metrics.csv", lambda f: f.write(buffer.getvalue()))
 
 
-_held: dict[Path, int] = {}  # folder -> the open lock file; the lock lasts while it stays open
+@dataclass
+class _Hold:
+    fd: int  # the open lock file; the lock lasts while it stays open
+    made: Path | None  # the topmost folder hold() made (the folder or a parent); None: the folder was there
+    empty: bool  # the folder held nothing (a lock file aside) when taken: what is in it now is this process's
+    lock_made: bool
+
+
+_held: dict[Path, _Hold] = {}
 
 
 def hold(folder: Path, option: str = "hydra.run.dir", check: Callable[[], None] = lambda: None) -> None:
     """Lock `folder` for this process, making it if needed, then run `check`, which may refuse the
-    folder by raising: the folder is then left exactly as it was.
+    folder by raising: a folder that was there is then left exactly as it was, one made here is removed.
 
     An flock on <folder>/.lock, which the OS drops when the process ends, even by SIGKILL: no stale
     lock is ever left to clear by hand. The file stays; it holds the pid of its last holder.
+    Whether the folder was there before is kept with the hold: only what this process made may go
+    (see undo).
     """
     folder = Path(folder).resolve()
     if folder in _held:
         return
     lock = folder / ".lock"
+    made = None
     while True:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            created = not lock.exists()
+            made = made or _make(folder)
+            lock_made = not lock.exists()
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
+            _unmake(folder, made)
             raise OutputError(f"{exc.strerror}: {exc.filename} (choose a writable folder, e.g. {option}=...)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             pid = os.pread(fd, 20, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
+            if lock_made:
+                lock.unlink(missing_ok=True)
+            _unmake(folder, made)
             raise FolderInUse(f"{folder} is in use by another dlcli run (pid {pid}); wait for it to end or stop "
                               f"it, or write elsewhere with another {option}") from None
         try:
@@ -114,20 +132,101 @@ def hold(folder: Path, option: str = "hydra.run.dir", check: Callable[[], None] 
     try:
         check()
     except BaseException:
-        if created:
+        if lock_made:
             lock.unlink(missing_ok=True)
         os.close(fd)
+        _unmake(folder, made)
         raise
+    empty = made is not None or not any(p.name != ".lock" for p in folder.iterdir())
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _held[folder] = fd
+    _held[folder] = _Hold(fd, made, empty, lock_made)
+
+
+def _make(folder: Path) -> Path | None:
+    """Make `folder` and its missing parents, one at a time so that a folder another process made
+    meanwhile is not taken for this one's; returns the topmost one made here."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            break
+        missing.append(path)
+    made = None
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # another process's, or a file: opening the lock says which
+        made = made or path
+    return made
+
+
+def _unmake(folder: Path, made: Path | None) -> None:
+    """Remove the folders hold() made, from `folder` up to `made`, as long as they are empty."""
+    if made is None:
+        return
+    for path in (folder, *folder.parents):
+        try:
+            path.rmdir()
+        except OSError:  # something was put there meanwhile: it is not ours alone any more
+            return
+        if path == made:
+            return
 
 
 def holds(folder: Path) -> bool:
     return Path(folder).resolve() in _held
 
 
+def taken_empty(folder: Path) -> bool:
+    """Whether this process holds `folder` and found it new or empty: all that is in it is its own."""
+    held = _held.get(Path(folder).resolve())
+    return held is not None and held.empty
+
+
+def undo(folder: Path) -> None:
+    """Take back a folder this process found new or empty: remove what it put there and release it;
+    the folder itself, and its parents, go only if this process made them."""
+    folder = Path(folder).resolve()
+    held = _held.pop(folder, None)
+    if held is None or not held.empty:
+        if held is not None:
+            _held[folder] = held
+        return
+    try:
+        for entry in folder.iterdir():
+            if entry.name == ".lock" and not held.lock_made:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    except OSError:
+        pass  # what could not go stays; the failure's line has been given
+    os.close(held.fd)
+    _unmake(folder, held.made)
+
+
 def release(folder: Path) -> None:
-    fd = _held.pop(Path(folder).resolve(), None)
-    if fd is not None:
-        os.close(fd)
+    held = _held.pop(Path(folder).resolve(), None)
+    if held is not None:
+        os.close(held.fd)
+
+
+# write_atomic's temporaries: .NAME. + mkstemp's 8 random characters + .tmp
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_temporaries(folder: Path, *inside: str) -> None:
+    """Delete the temporary files of writes that a kill cut short (write_atomic's .NAME.*.tmp) in a
+    folder this process holds, where no other process writes, and in its sub-folders `inside`."""
+    if not holds(folder):
+        return
+    for where in (Path(folder), *(Path(folder) / name for name in inside)):
+        try:
+            entries = list(os.scandir(where))
+        except OSError:  # no such sub-folder yet
+            continue
+        for entry in entries:
+            if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)

@@ -125,6 +125,10 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
                                     run_dir / "diagnostics.jsonl")
     if resume_state is not None:
         trainer.resume_from(resume_state)
+        if resume_path.resolve().parent != trainer.checkpoint_dir.resolve():
+            # another run's checkpoint, into this folder: its best.pt is not here, so, as Lightning's
+            # ModelCheckpoint does in a new dirpath, the best is the best epoch trained here (Trainer.fit)
+            trainer.progress.best_epoch, trainer.progress.best_value = 0, None
         log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
     trainer.logger = logger
     trainer.tracked = start_tracking(logger, settings.logger, run_dir, config, resume_state, trainer.progress.epoch)

@@ -125,6 +125,13 @@ class Trainer:
                     self.logger.log_epoch(row)
                 if self.stopping:  # asked during the epoch's last window: it was worth finishing
                     raise Interrupted(self.stopping, epoch, self.progress.step)
+            if not self.progress.best_epoch and self.progress.history:
+                # resumed from another run's checkpoint with no epoch left to train: the weights it
+                # resumed are this folder's best (and its last, for a resume of this folder)
+                self.progress.best_epoch, self.progress.best_value = self.progress.epoch, \
+                    self.progress.history[-1][s.monitor]
+                self.save("best.pt")
+                self.save("last.pt")
         return self.progress
 
     @property
