@@ -151,13 +151,15 @@ def unreadable_override(exc: BaseException, command: str, args: list[str]) -> st
         try:
             parser.parse_override(word)
             continue
-        except HydraException:
-            pass
+        except HydraException as refused:
+            lexer = "token recognition error" in str(refused)  # a character, not the syntax of a list or sweep
         key, eq, value = word.partition("=")
         if not eq and i > 0 and "=" in words[i - 1]:  # `inputs=my photos/`: the shell split one value in two
             joined_key, _, start = words[i - 1].partition("=")
             return (f"{word!r} is not an override (key=value): the shell split a value with a space in it; quote "
                     f"the whole value, once for Hydra and once for the shell: \"{joined_key}='{start} {word}'\"")
+        if eq and not lexer:
+            return None  # `optimizer.lr=[1,`: Hydra's own words say where the syntax breaks
         if not eq:
             return f"{word!r} is not an override: write key=value or group=option (dlcli {command} --help lists them)"
         return (f"the value of {key} cannot be read unquoted ({value!r} holds a character that Hydra's override "
