@@ -28,14 +28,15 @@ BUILDABLE: dict[str, tuple[str, ...]] = {
     "optimizer": (),
     "scheduler": (),
 }
-_SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)  # apart in torch 2.1
+# ReduceLROnPlateau subclasses LRScheduler only from torch 2.2 on
+SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 # group -> (what it builds; what that must be, in words; the torch package it may come from; the
 # classes it must subclass, none for data, whose loaders are functions)
 KINDS: dict[str, tuple[str, str, str | None, tuple[type, ...]]] = {
     "model": ("a model", "a torch.nn.Module class", "torch.nn", (nn.Module,)),
     "loss": ("a loss", "a torch.nn.Module class", "torch.nn", (nn.Module,)),
     "optimizer": ("an optimizer", "a torch.optim.Optimizer class", "torch.optim", (torch.optim.Optimizer,)),
-    "scheduler": ("a schedule", "a torch.optim.lr_scheduler class", "torch.optim", _SCHEDULERS),
+    "scheduler": ("a schedule", "a torch.optim.lr_scheduler class", "torch.optim", SCHEDULERS),
     "data": ("a data loader", "a function that returns dlcli.data.Loaded", None, ()),
 }
 
