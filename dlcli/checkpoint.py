@@ -5,17 +5,20 @@ which refuses anything that could run code when unpickled.
 """
 
 import io
+import os
 import pickle
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dlcli import __version__
-from dlcli.errors import CheckpointError
+from dlcli.errors import CheckpointError, ConfigError
 from dlcli.files import write_atomic
 from dlcli.settings import existing_checkpoint
+from dlcli.targets import check_targets
 
 FORMAT = 3  # bumped when the layout changes; a checkpoint of a newer format is refused
 RESUMABLE = 3  # the oldest format whose optimizer state this dlcli can resume (2 held dlcli's own optimizers')
@@ -62,12 +65,6 @@ def load_checkpoint(path: str | Path) -> dict:
 def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
     """A copy of the checkpoint's config, checked before anything in it is built (dlcli eval, predict,
     export): it must name its classes (format 3 on), and may build only what check_targets allows."""
-    import os
-    import sys
-
-    from dlcli.errors import ConfigError
-    from dlcli.settings import check_targets
-
     config = state["config"]
     if not isinstance(config, dict):
         raise ConfigError(f"checkpoint {path} holds no config to rebuild the model from")
@@ -75,12 +72,16 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
         raise ConfigError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
                           f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
                           "rebuild its model: train it again")
-    config = {**config, "data": dict(config["data"]), "trainer": {**config["trainer"], "resume": None}}
-    config.pop("logger", None)  # where training was tracked matters to none of them
+    # where training was tracked matters to none of them, so the logger is neither checked nor built
+    config = {key: value for key, value in config.items() if key != "logger"}
     if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder dlcli runs from
         sys.path.insert(0, os.getcwd())
     check_targets(config, allow, f"checkpoint {path}")
-    return config
+    for group in ("data", "trainer"):
+        if not isinstance(config.get(group), dict):
+            raise ConfigError(f"checkpoint {path} holds no {group} section in its config; use a checkpoint that "
+                              "dlcli train wrote")
+    return {**config, "data": dict(config["data"]), "trainer": {**config["trainer"], "resume": None}}
 
 
 def check_resumable(state: dict, path: str | Path) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.regularization import penalized_weights
 from dlcli.settings import kwargs_of, target_of
+from dlcli.targets import SCHEDULERS
 
 log = logging.getLogger("dlcli")
 
@@ -91,7 +92,7 @@ def build_schedule(spec, optimizer: torch.optim.Optimizer, epochs: int, steps_pe
     if spec is None:
         return Schedule()
     target = target_of(spec)
-    cls = _load_class(spec, "scheduler", object)
+    cls = _load_class(spec, "scheduler", SCHEDULERS)  # what eval accepts from the checkpoint, too
     interval, run_arguments = RUN_ARGUMENTS.get(target, ("epoch", lambda total, opt: {}))
     kwargs = {**run_arguments(max(1, epochs * steps_per_epoch), optimizer), **kwargs_of(spec)}
     try:
@@ -115,7 +116,7 @@ def load_optimizer_state(target: str, optimizer: torch.optim.Optimizer, saved: d
                               "resume with the settings it was trained with") from None
 
 
-def _load_class(spec, group: str, base: type) -> type:
+def _load_class(spec, group: str, base: type | tuple[type, ...]) -> type:
     from hydra.utils import get_class
 
     target = target_of(spec)
@@ -126,7 +127,7 @@ def _load_class(spec, group: str, base: type) -> type:
                           f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}"
                           ) from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        kind = "a torch.optim.Optimizer" if group == "optimizer" else "a class"
+        kind = "a torch.optim.Optimizer" if group == "optimizer" else "a torch.optim.lr_scheduler class"
         raise ConfigError(f"{group}._target_={target} is not {kind}; name a class such as "
                           f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}")
     return cls

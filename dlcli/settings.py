@@ -692,62 +692,11 @@ def short_name(spec: Any) -> str:
     return target_of(spec).rsplit(".", 1)[-1]
 
 
-# what a checkpoint's config may build without the user's word: a checkpoint is someone else's data
-SAFE_MODULES = ("dlcli", "torch.nn", "torch.optim")
-
-
-def check_targets(config: Any, allow: list[str], where: str) -> None:
-    """Refuse, in one line, a config that would build anything outside dlcli, torch.nn, torch.optim
-    and the modules the user allowed, before anything is built.
-
-    The path alone is not enough: `dlcli.app.os.system` reads as dlcli's and is os.system. So each
-    target under an allowed name is also looked up (imported, never called), and the module that
-    defines what it finds must be allowed too. A stored config holds resolved values, so an
-    interpolation in it (which Hydra would resolve while building) is refused as well.
-    """
-    allowed = (*SAFE_MODULES, *allow)
-    for key, value in _strings(config):
-        if "${" in value:
-            raise ConfigError(f"{where} was refused: its config holds an interpolation at {key} ({value!r}); "
-                              "dlcli writes resolved configs, so this checkpoint was altered")
-    for key, target in _targets(config):
-        home = _home_module(target) if _within(target, allowed) else None
-        if home is None or not _within(home, allowed):
-            raise ConfigError(f"{where} was refused: its config builds {key}._target_={target!r}, which is outside "
-                              f"{', '.join(SAFE_MODULES)}; if you trust it and it is your own code, allow its "
-                              f"module: allow=[{str(target).split('.')[0]}]")
-
-
 def allow_list(value: Any) -> list[str]:
     """The modules of `allow=` (a list, or one name) as strings."""
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value] if value is not None else []
-
-
-def _within(name: str, modules: tuple[str, ...]) -> bool:
-    return any(name == m or name.startswith(m + ".") for m in modules)
-
-
-def _home_module(target: str) -> str | None:
-    """The module that defines what `target` names, found by importing along the path, never calling."""
-    from hydra.utils import get_object
-
-    try:
-        found = get_object(target)
-    except Exception:  # cannot be found: building it would fail in one line of its own
-        return target
-    return found.__name__ if isinstance(found, types.ModuleType) else getattr(found, "__module__", None)
-
-
-def _targets(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    return [(key.rpartition("._target_")[0] or "config", value if isinstance(value, str) else repr(value))
-            for key, value in leaves(node, prefix)
-            if (key == "_target_" or key.endswith("._target_")) and value is not None]  # null builds nothing
-
-
-def _strings(node: Any) -> list[tuple[str, str]]:
-    return [(key, value) for key, value in leaves(node) if isinstance(value, str)]
 
 
 def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:

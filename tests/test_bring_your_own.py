@@ -105,21 +105,20 @@ def test_any_torch_optimizer_and_its_state_in_the_checkpoint(dlcli, tmp_path):
     assert state["scheduler"]["target"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
-OUTSIDE = "outside dlcli, torch.nn, torch.optim"
 CRAFTED = [
-    ("model", {"_target_": "os.system", "command": "touch {marker}"}, OUTSIDE),
-    ("model", {"_target_": "subprocess.run", "args": ["touch", "{marker}"]}, OUTSIDE),
-    ("model", {"_target_": "builtins.exec", "source": "open('{marker}', 'w')"}, OUTSIDE),
+    ("model", {"_target_": "os.system", "command": "touch {marker}"}, "which is not a model dlcli rebuilds"),
+    ("model", {"_target_": "subprocess.run", "args": ["touch", "{marker}"]}, "which is not a model"),
+    ("model", {"_target_": "builtins.exec", "source": "open('{marker}', 'w')"}, "which is not a model"),
     ("model", {"_target_": "dlcli.models.MLP", "depth": {"_target_": "os.system", "command": "touch {marker}"}},
-     OUTSIDE),
+     "model.depth._target_='os.system' nested in model"),
     ("model", {"_target_": "dlcli.models.MLP", "width": [{"_target_": "os.system", "command": "touch {marker}"}]},
-     OUTSIDE),
-    ("data", {"_target_": "posix.system", "command": "touch {marker}"}, OUTSIDE),
+     "model.width.0._target_='os.system' nested in model"),
+    ("data", {"_target_": "posix.system", "command": "touch {marker}"}, "which is not a data loader"),
     # allowed names on the way to something else: what they lead to must be allowed too
-    ("data", {"_target_": "dlcli.app.os.system", "command": "touch {marker}"}, OUTSIDE),
-    ("loss", {"_target_": "torch.nn.functional.torch.load", "f": "{marker}"}, OUTSIDE),
-    ("loss", {"_target_": "torch.load", "f": "{marker}"}, OUTSIDE),
-    ("optimizer", {"_target_": "torch.hub.load", "repo_or_dir": "x", "model": "y"}, OUTSIDE),
+    ("data", {"_target_": "dlcli.app.os.system", "command": "touch {marker}"}, "which is not a data loader"),
+    ("loss", {"_target_": "torch.nn.functional.torch.load", "f": "{marker}"}, "defined in torch.serialization"),
+    ("loss", {"_target_": "torch.load", "f": "{marker}"}, "which is not a loss"),
+    ("optimizer", {"_target_": "torch.hub.load", "repo_or_dir": "x", "model": "y"}, "which is not an optimizer"),
     ("model", {"_target_": "dlcli.models.MLP", "depth": "${oc.env:HOME}"}, "holds an interpolation"),
 ]
 

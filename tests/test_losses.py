@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcli.errors import ConfigError
 from dlcli.losses import build_loss
 from dlcli.optim import build_optimizer
 from dlcli.regularization import Penalty, penalized_weights
-from dlcli.settings import SCHEMAS, RegularizationSettings, SGDSettings
+from dlcli.settings import SCHEMAS, Custom, RegularizationSettings, SGDSettings
 
 torch.set_default_dtype(torch.float64)
 LOSSES = ["cross_entropy", "nll", "mse", "hinge"]
@@ -112,3 +113,11 @@ def test_optimizer_weight_decay_skips_biases_and_norms():
     assert decayed == {id(net[0].weight), id(net[3].weight)}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters())) - 1
     assert isinstance(opt, torch.optim.SGD)
+
+
+def test_a_loss_target_that_builds_no_module_is_one_line():
+    """A run's loss is what a checkpoint's may be (dlcli.targets): a torch.nn.Module."""
+    with pytest.raises(ConfigError) as info:
+        build_loss(Custom("builtins.dict", {}))
+    assert "loss._target_=builtins.dict built a dict, not a torch.nn.Module" in str(info.value)
+    assert isinstance(build_loss(Custom("torch.nn.CrossEntropyLoss", {"label_smoothing": 0.1})), nn.Module)

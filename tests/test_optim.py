@@ -84,6 +84,15 @@ def test_step_and_plateau_move_once_per_epoch():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
+@pytest.mark.parametrize("target", ["torch.optim.Adam", "torch.nn.Linear", "collections.OrderedDict"])
+def test_a_schedule_that_is_no_lr_scheduler_is_one_line(target):
+    """A run's schedule is what a checkpoint's may be (dlcli.targets): a torch.optim.lr_scheduler class."""
+    opt = build_optimizer(SCHEMAS["optimizer"]["sgd"](lr=0.1), net(), CPU)
+    with pytest.raises(ConfigError) as info:
+        build_schedule(Custom(target, {}), opt, epochs=2, steps_per_epoch=3)
+    assert f"scheduler._target_={target} is not a torch.optim.lr_scheduler class" in str(info.value)
+
+
 def test_a_resume_checks_the_optimizer_and_schedule_it_continues():
     model = net()
     opt = build_optimizer(SCHEMAS["optimizer"]["adamw"](), model, CPU)
