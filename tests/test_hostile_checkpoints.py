@@ -358,11 +358,10 @@ def test_a_resume_from_a_crafted_checkpoint_runs_nothing(dlcli, toy_state, tmp_p
         config["optimizer"]["betas"] = [PAYLOADS["subprocess.run"](aim), 0.999]
         config["scheduler"] = {"_target_": "dlcli.files.write_json", "path": str(aim.marker), "data": 1}
 
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    for name in ("last.pt", "best.pt"):  # in the folder of the run it continues, which holds a best.pt
-        craft(toy_state, tmp_path / "run" / "checkpoints" / name, everywhere)
-    proc = dlcli("train", *FAST_TOY, f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}",
-                 "hydra.run.dir=run")
+    (tmp_path / "src" / "checkpoints").mkdir(parents=True)
+    crafted = tmp_path / "src" / "checkpoints" / "last.pt"
+    craft(toy_state, crafted, everywhere)
+    proc = dlcli("train", *FAST_TOY, f"trainer.resume={crafted}", "hydra.run.dir=run")  # into a new folder
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
     assert not aim.marker.exists()
