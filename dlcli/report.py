@@ -17,6 +17,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from dlcli.errors import DlcliError
+from dlcli.scan import open_regular
 
 METRICS = ("best_val_acc", "test_acc", "final_train_loss")
 NUMBERS = (*METRICS, "epochs", "wall_seconds")
@@ -85,7 +86,8 @@ def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
 
 def _read(path: Path, parse, kind: str):
     try:
-        text = path.read_text()
+        with open_regular(path) as f:  # a FIFO in a run folder would block a plain read forever
+            text = f.read().decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise _unreadable(path, str(exc)) from None
     try:
