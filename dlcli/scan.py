@@ -2,10 +2,11 @@
 
 A folder is someone else's layout, so the walk trusts none of it. Each real folder is entered
 once, by (device, inode): a link back up (`up -> ..`) is no loop. A link whose target lies inside
-the scanned root is not followed at all, as what it leads to is counted where it really is; one
-leading outside is followed, once. Each real file counts once, under the first name the sorted
-walk meets. Only regular files are taken: a FIFO or a device named like an image would block or
-never end a read, so nothing that is not one is ever opened. What was left out is said in one line.
+the scanned root, or holds it, is not followed at all: what it leads to counts where it really is
+(or would be the whole disk). One leading elsewhere is followed, once. Each real file counts once,
+under the first name the sorted walk meets. Only regular files are taken: a FIFO or a device named
+like an image would block or never end a read, so nothing else is ever opened. What was left out
+is said in one line.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dlcli.errors import DataError
 
 log = logging.getLogger("dlcli")
 
-INSIDE = "link into the folder itself, whose target counts where it is"
+INSIDE = "link back into the folder or above it, whose images count where they are"
 TWICE = "same file as another one found (a hard link, or a link from outside)"
 LOOP = "folder already scanned under another name"
 
@@ -57,11 +58,13 @@ class Scan:
         self.skipped = Skipped()
 
     def leads_inside(self, path: Path) -> bool:
-        """Whether `path` is a link whose target lies inside the root (the root itself included)."""
+        """Whether `path` is a link whose target lies inside the root (the root itself included), or
+        holds the root (`up -> ../..`, `-> /`): following that would walk the root again and all
+        around it."""
         if not path.is_symlink():
             return False
         real = os.path.realpath(path)
-        return real == self.real_root or real.startswith(self.real_root.rstrip(os.sep) + os.sep)
+        return _within(real, self.real_root) or _within(self.real_root, real)
 
     def files_under(self, folder: Path) -> list[Path]:
         """The files under `folder` (nested folders too) with one of the extensions, in sorted order;
@@ -150,6 +153,10 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _shown(path: Path, root: Path) -> str:
