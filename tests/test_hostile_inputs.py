@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAST_TOY, assert_one_line_error
-from dlcli import folders
+from dlcli import folders, scan
 from dlcli.errors import DataError
 from dlcli.folders import load_image_folder
 from dlcli.inputs import read_inputs
@@ -101,7 +101,8 @@ def test_a_link_back_up_in_a_class_folder_adds_no_sample_and_no_label(tmp_path, 
     train = {tuple(x.flatten().tolist()) for x in loaded.train_x}
     assert not train & {tuple(x.flatten().tolist()) for x in loaded.test_x}
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert len(skipped) == 1 and "a/up" in skipped[0] and "link into the folder" in skipped[0], skipped
+    assert len(skipped) == 1 and "link back into the folder or above it" in skipped[0], skipped
+    assert skipped[0].endswith("skipped 1 entry: " + scan.INSIDE + " (1): a/up"), skipped
     unchanged()
 
 
@@ -135,13 +136,15 @@ def test_a_folder_outside_counts_once_and_under_one_label(tmp_path, own_cache, f
 def test_predict_skips_links_back_up_and_a_fifo_in_its_inputs(tmp_path, foreign, caplog):
     inputs = image_folder(tmp_path / "inputs", per_class=2)
     (inputs / "a" / "up").symlink_to("..")
-    (inputs / "b" / "up").symlink_to("../..")  # leads outside: followed, and its loop back cut
+    (inputs / "b" / "up").symlink_to("../..")  # above the folder: it would walk it again, and all around it
+    (inputs / "b" / "root").symlink_to("/")
     os.mkfifo(inputs / "pipe.png")  # once: predict waiting forever for a writer
     unchanged = foreign(inputs)
     names, x = within(20, read_inputs, inputs, IMAGES)
     assert names == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"] and x.shape == (4, 1, 8, 8)
     line = next(r.getMessage() for r in caplog.records if "skipped" in r.getMessage())
-    assert "pipe.png" in line and "FIFO, not a regular file" in line and "a/up" in line, line
+    assert "FIFO, not a regular file (1): pipe.png" in line, line
+    assert "link back into the folder or above it" in line and "(3): a/up, b/root, b/up" in line, line
     unchanged()
 
 
@@ -172,8 +175,9 @@ def test_a_pixel_bomb_is_refused_from_its_header_by_predict(tmp_path):
     assert bomb.stat().st_size < 200_000
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning would fail here
-        with pytest.raises(DataError, match=r"bomb.png is 10000×10000 pixels \(100.0 megapixels\), more than "
-                                            r"max_pixels=67,108,864 allows .*raise the cap with max_pixels=N") as caught:
+        expected = (r"bomb.png is 10000×10000 pixels \(100.0 megapixels\), more than max_pixels=67,108,864 "
+                    r"allows .*raise the cap with max_pixels=N")
+        with pytest.raises(DataError, match=expected) as caught:
             read_inputs(bomb, IMAGES)
     assert "\n" not in str(caught.value)
 
