@@ -222,7 +222,7 @@ def launch(settings, config: dict, run_dir: Path, resume: str) -> dict:
     # they stop and exit with 130, which ends the launch below.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        with interrupts.graceful():  # the processes stop on their own, each with its last.pt
+        with interrupts.graceful(repeated=True):  # the processes stop on their own, each with its last.pt
             results = elastic_launch(launch_config, _worker)(settings, config, str(run_dir), resume, logging_config)
     except ChildFailedError as exc:
         codes = {f.exitcode for f in exc.failures.values()}

@@ -50,6 +50,7 @@ class _State:
     write_fd: int = -1
     thread: threading.Thread | None = None
     graceful = 0  # depth of graceful() sections
+    repeated = False  # in them, every signal is a copy of the first
     spared = False  # a graceful section has let one signal through to the code
     deadline: float | None = None
     signum = signal.SIGINT
@@ -81,16 +82,20 @@ def guard():
 
 
 @contextlib.contextmanager
-def graceful():
+def graceful(repeated: bool = False):
     """A part that stops on its own at the first signal (training, at a step boundary): the watchdog
-    waits for a second signal, or for the end of this part, before it starts counting."""
+    waits for a second signal, or for the end of this part, before it starts counting. `repeated`:
+    every signal is the first one's copy (the processes of a multi-process run get each twice,
+    from the terminal and from their launcher), so only the end of this part starts the count."""
     with _State.lock:
         _State.graceful += 1
+        outer, _State.repeated = _State.repeated, _State.repeated or repeated
     try:
         yield
     finally:
         with _State.lock:
             _State.graceful -= 1
+            _State.repeated = outer
             if _State.spared and _State.graceful == 0:
                 _State.spared = False
                 _arm(_State.signum)
@@ -156,8 +161,8 @@ def _watch() -> None:
                 if signum not in STOPS:
                     continue
                 with _State.lock:
-                    if _State.graceful and not _State.spared:
-                        _State.spared, _State.signum = True, signum
+                    if _State.graceful and (not _State.spared or _State.repeated):
+                        _State.spared, _State.signum = True, _State.signum if _State.spared else signum
                     else:
                         _arm(signum)
         elif _State.deadline is not None and time.monotonic() >= _State.deadline:

@@ -352,7 +352,7 @@ def _stop_requests(escalate: bool = True):
         except ValueError:  # not the main thread (e.g. a launcher's worker): leave signals alone
             pass
     try:
-        with interrupts.graceful():  # the first signal is ours: no forced exit while last.pt is saved
+        with interrupts.graceful(repeated=not escalate):  # the signal is ours: no forced exit while last.pt is saved
             yield flag
     finally:
         for signum, handler in previous.items():
