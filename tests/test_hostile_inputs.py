@@ -317,7 +317,7 @@ def test_a_sweep_ends_at_the_first_sigint_without_starting_the_next_job(tmp_path
     ("eval", 1.2, signal.SIGTERM),
     ("predict", 1.2, signal.SIGINT),
     ("export", 1.2, signal.SIGINT),
-    ("report", 0.5, signal.SIGINT),  # it is done in about a second
+    ("report", 0.3, signal.SIGINT),  # it is done in about 0.7 s
 ])
 def test_every_command_ends_at_the_first_signal_whatever_it_is_doing(command, delay, signum, image_checkpoint,
                                                                        tmp_path, cache_dir):
