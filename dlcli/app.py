@@ -13,6 +13,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from dlcli import interrupts
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed
 from dlcli.files import hold, holds, release, remove_temporaries, taken_empty, undo, write_json
 
@@ -43,9 +44,10 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
         if multirun and hydra.output_subdir is not None and rank() == 0:
             hold(run_dir, "hydra.sweep.dir")
         return task(cfg)
-    except KeyboardInterrupt:
-        _say("dlcli: interrupted")
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM (interrupts.Terminated), outside training's own stop
+        _say(interrupts.interrupted_line(interrupts.signum_of(stop)))
+        interrupts.said()
+        raise SystemExit(interrupts.exit_code(stop)) from None
     except Exception as caught:
         exc = ProcessesFailed(lost_contact_line(caught)) if lost_contact(caught) else caught
         if os.environ.get("DLCLI_DEBUG") or not (multirun or isinstance(exc, DlcliError)):
@@ -63,10 +65,14 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
                 return float("nan")
             raise SystemExit(getattr(exc, "exit_code", 1)) from None
         _say(f"dlcli: error: {where}{reason}")
+        if isinstance(exc, Interrupted):
+            interrupts.said()
         if not multirun and taken_empty(run_dir) and _only_hydra_files(run_dir):
             _remove_run_dir(run_dir)
         elif holds(run_dir):  # a folder is the run's (or the job's) own only if it holds it
             _record_failure(run_dir, status, reason)
+        if isinstance(exc, Interrupted):  # the signal was meant for the whole command: no further jobs
+            raise SystemExit(exc.exit_code) from None
         if multirun and _sweeper_takes_failures_as_exceptions(hydra):
             raise JobFailed(reason) from None
         if multirun:

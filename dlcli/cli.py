@@ -8,9 +8,10 @@ import importlib
 import os
 import re
 import shutil
+import signal
 import sys
 
-from dlcli import __version__
+from dlcli import __version__, interrupts
 
 COMMANDS = {
     "train": ("dlcli.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
@@ -54,6 +55,23 @@ def main(argv: list[str] | None = None) -> int:
         from dlcli.completion import shell_completion
 
         return shell_completion(args[0], args[1:])
+    with interrupts.guard():
+        try:
+            return _run(args)
+        except KeyboardInterrupt as exc:  # outside a task's own handling: imports, Hydra composing, report
+            print(interrupts.interrupted_line(interrupts.signum_of(exc)), file=sys.stderr, flush=True)
+            interrupts.said()
+            code = interrupts.exit_code(exc)
+        except SystemExit as exc:  # a task's own way out, after a signal or not
+            if exc.code not in (128 + signal.SIGINT, 128 + signal.SIGTERM) or not interrupts.heard():
+                raise
+            code = exc.code
+        if interrupts.heard():
+            interrupts.exit_now(code)
+        return code
+
+
+def _run(args: list[str]) -> int:
     module = importlib.import_module(COMMANDS[args[0]][0])
     if args[0] in PLAIN:
         return module.main(args[1:])

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
+from dlcli import interrupts
 from dlcli.errors import ConfigError, DlcliError, Interrupted, ProcessesFailed, first_line
 
 log = logging.getLogger("dlcli")
@@ -221,7 +222,8 @@ def launch(settings, config: dict, run_dir: Path, resume: str) -> dict:
     # they stop and exit with 130, which ends the launch below.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        results = elastic_launch(launch_config, _worker)(settings, config, str(run_dir), resume, logging_config)
+        with interrupts.graceful(repeated=True):  # the processes stop on their own, each with its last.pt
+            results = elastic_launch(launch_config, _worker)(settings, config, str(run_dir), resume, logging_config)
     except ChildFailedError as exc:
         codes = {f.exitcode for f in exc.failures.values()}
         stopped = codes & {128 + signal.SIGINT, 128 + signal.SIGTERM}

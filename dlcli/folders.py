@@ -12,6 +12,7 @@ images._cache_file), not inside it, where ImageFolder would take it for a class.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,8 @@ import torch
 from dlcli.errors import ConfigError, DataError
 from dlcli.images import _cache_file, _one_line, _read_cache, _write_cache
 from dlcli.data import Loaded
+from dlcli.scan import INSIDE, Scan, open_regular
+from dlcli.settings import ImageFolderSettings
 from dlcli.tabular import check_fraction, hold_out
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, written out so that a cache hit never imports torchvision
@@ -35,24 +38,28 @@ _LAYOUT = "one sub-folder per class (root/cat/1.png), or train/ and test/ sub-fo
 
 
 def load_image_folder(root: str | Path, channels: int | None = None, image_size: int | Sequence[int] | None = None,
-                      test_fraction: float = 0.2, seed: int = 0) -> Loaded:
+                      test_fraction: float = 0.2, seed: int = 0, max_pixels: int = ImageFolderSettings.max_pixels
+                      ) -> Loaded:
     """Images as uint8 [N, C, H, W] (C = `channels`, H×W = `image_size`), labels by class folder,
     mean/std per channel in [0, 1] units from the training split."""
     check_fraction(test_fraction)
     size = _check_options(channels, image_size)
     root = Path(root).expanduser()
     train_dir, test_dir = _layout(root)
-    classes, files, labels = _scan(train_dir)
+    scan = Scan(root, IMAGE_EXTENSIONS)  # one for both splits: no image is both a training and a test image
+    classes, files, labels = _scan(train_dir, scan)
     n_train = len(files)
     if test_dir is not None:
-        test_classes, test_files, test_labels = _scan(test_dir, min_classes=1)  # the class check says more
+        test_classes, test_files, test_labels = _scan(test_dir, scan, min_classes=1)  # the class check says more
         _same_classes(classes, test_classes, train_dir, test_dir)
         files, labels = files + test_files, labels + test_labels
+    scan.skipped.report(f"data.root={root}")
 
     fingerprint = _fingerprint(root, files, classes, n_train, channels, size)
     cache = _cache_file(root.resolve().parent, _cache_name(root, channels, size))
     cached = _read_cache(cache, fingerprint)
-    x, y = cached if cached is not None else (_decode_all(files, channels, size), torch.tensor(labels))
+    x, y = cached if cached is not None else (_decode_all(files, channels, size, max_pixels, "data.max_pixels"),
+                                                 torch.tensor(labels))
     if test_dir is None:
         train_x, train_y, test_x, test_y = hold_out(x, y, test_fraction, seed, str(train_dir))
     else:
@@ -111,9 +118,16 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def _scan(folder: Path, min_classes: int = 2) -> tuple[tuple[str, ...], list[Path], list[int]]:
+def _scan(folder: Path, scan: Scan, min_classes: int = 2) -> tuple[tuple[str, ...], list[Path], list[int]]:
     """(class names, image files, their class indices) of a folder of class folders, in sorted order."""
-    classes = tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and _visible(entry.name)))
+    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and _visible(entry.name))
+    classes = []
+    for name in names:
+        if scan.leads_inside(folder / name):  # a second name for a folder already there: its images would count twice
+            scan.skipped.add(INSIDE, folder / name, scan.root)
+        else:
+            classes.append(name)
+    classes = tuple(classes)
     if not classes:
         images = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         found = f"its {len(images)} image(s) lie directly in it" if images else "it is empty"
@@ -124,18 +138,16 @@ def _scan(folder: Path, min_classes: int = 2) -> tuple[tuple[str, ...], list[Pat
                         f"expected {_LAYOUT}")
     files, labels = [], []
     for index, name in enumerate(classes):
-        images = _images_in(folder / name)
+        images = _images_in(folder / name, scan)
         files += images
         labels += [index] * len(images)
     return classes, files, labels
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """The image files under one class folder, nested ones included (as ImageFolder walks it), sorted."""
-    found = []
-    for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if _visible(d)]
-        found += [Path(parent, n) for n in names if _visible(n) and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+def _images_in(folder: Path, scan: Scan) -> list[Path]:
+    """The image files under one class folder, nested ones included (as ImageFolder walks it), sorted;
+    each real file once, and only regular files (see dlcli.scan)."""
+    found = scan.files_under(folder)
     if not found:
         raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some, or "
                         "remove the folder")
@@ -178,59 +190,79 @@ def _fingerprint(root: Path, files: list[Path], classes: tuple[str, ...], n_trai
 # --- decoding -----------------------------------------------------------------------------
 
 
-def _decode_all(files: list[Path], channels: int | None, size: tuple[int, int] | None) -> torch.Tensor:
-    """All images as one uint8 tensor [N, C, H, W]; unset channels and size come from the first image."""
+def _decode_all(files: list[Path], channels: int | None, size: tuple[int, int] | None, max_pixels: int,
+                key: str) -> torch.Tensor:
+    """All images as one uint8 tensor [N, C, H, W]; unset channels and size come from the first image.
+    An image of more than `max_pixels` pixels (says its header) is refused before it is decoded."""
     if channels is None or size is None:
-        mode, first_size = _inspect(files[0])
+        mode, first_size = _inspect(files[0], max_pixels, key)
         channels = channels or (1 if mode in GRAY_MODES or mode.startswith("I;16") else 3)
         size = size or first_size
     x = torch.empty((len(files), channels, *size), dtype=torch.uint8)
     # PIL and torch release the GIL while decoding and resizing: threads use every core
-    with ThreadPoolExecutor() as pool:
-        try:
-            for i, image in enumerate(pool.map(lambda p: _decode_file(p, channels, size), files)):
-                x[i] = image
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # the first bad file ends the run without decoding the rest
-            raise
+    pool = ThreadPoolExecutor()
+    try:
+        for i, image in enumerate(pool.map(lambda p: _decode_file(p, channels, size, max_pixels, key), files)):
+            x[i] = image
+    except BaseException:
+        # the first bad file (or Ctrl-C) ends the run without decoding the rest, and without waiting
+        # for a decode under way
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return x
 
 
-def _inspect(path: Path) -> tuple[str, tuple[int, int]]:
+def _inspect(path: Path, max_pixels: int, key: str) -> tuple[str, tuple[int, int]]:
     """(PIL mode, (height, width)) from the file's header."""
+    with _opened(path, max_pixels, key) as image:
+        return image.mode, (image.height, image.width)
+
+
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int, key: str):
+    """The image, its header read and its size checked against `max_pixels`, not yet decoded; one line
+    for a file that is not a regular one or not an image."""
     from PIL import Image
 
+    Image.MAX_IMAGE_PIXELS = None  # dlcli's own cap, in one line, instead of PIL's warning and error
     try:
-        with Image.open(path) as image:
-            return image.mode, (image.height, image.width)
-    except Exception as exc:
-        raise _unreadable(path, exc) from None
-
-
-def _decode_file(path: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """One image as uint8 [channels, H, W], resized (with antialiasing) to `size`."""
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    try:
-        with Image.open(path) as image:
-            pixels = TF.pil_to_tensor(_convert(image, channels))
+        with open_regular(path) as f, Image.open(f) as image:
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise DataError(f"{path} is {image.width}×{image.height} pixels ({pixels / 1e6:.1f} megapixels), "
+                                f"more than {key}={max_pixels:,} allows (decoding it would take "
+                                f"{_size(pixels * len(image.getbands()))} of memory): shrink it, remove it, or "
+                                f"raise the cap with {key}=N")
+            yield image
     except DataError:
         raise
     except Exception as exc:  # PIL's errors on damaged or unknown files vary: UnidentifiedImageError, OSError, ...
         raise _unreadable(path, exc) from None
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2 ** 30:.1f} GiB" if n_bytes >= 2 ** 30 else f"{n_bytes / 2 ** 20:.0f} MiB"
+
+
+def _decode_file(path: Path, channels: int, size: tuple[int, int], max_pixels: int, key: str) -> torch.Tensor:
+    """One image as uint8 [channels, H, W], resized (with antialiasing) to `size`."""
+    from torchvision.transforms.v2 import functional as TF
+
+    with _opened(path, max_pixels, key) as image:
+        pixels = TF.pil_to_tensor(_convert(image, channels, path))
     if tuple(pixels.shape[1:]) != size:
         pixels = TF.resize(pixels, list(size), antialias=True)
     return pixels
 
 
-def _convert(image, channels: int):
+def _convert(image, channels: int, path: Path):
     """The PIL image in mode L (channels=1) or RGB (channels=3), 8 bits per channel."""
     import numpy as np
     from PIL import Image
 
     if image.mode == "F":
-        raise DataError(f"{image.filename} holds floating-point pixels (PIL mode F), whose range is unknown: save it "
+        raise DataError(f"{path} holds floating-point pixels (PIL mode F), whose range is unknown: save it "
                         "as an 8- or 16-bit image (PNG, TIFF)")
     if image.mode.startswith("I"):  # 16- or 32-bit gray: PIL's convert clips at 255, so scale to 8 bits instead
         image = Image.fromarray((np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8))

@@ -9,7 +9,6 @@ so what it takes is what a user has: pixels in [0, 1], or feature rows as they a
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from torch import nn
 
 from dlcli.errors import ConfigError, DataError
 from dlcli.folders import IMAGE_EXTENSIONS
-from dlcli.settings import load_settings
+from dlcli.scan import Scan, check_regular, open_regular
+from dlcli.settings import ImageFolderSettings, load_settings
 
 
 @dataclass
@@ -86,20 +86,23 @@ def _record_from_data(settings) -> dict:
     return load_data(settings.data, t.seed, t.val_fraction, torch.device("cpu")).record()
 
 
-def read_inputs(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
+def read_inputs(path: Path, record: dict,
+                max_pixels: int = ImageFolderSettings.max_pixels) -> tuple[list[str], torch.Tensor]:
     """(a name per input, the inputs): an image, a folder of images, an .npy array or a CSV, as floats
-    the Prepared model takes. One line for anything it cannot use."""
+    the Prepared model takes. One line for anything it cannot use; images of more than `max_pixels`
+    pixels are refused before they are decoded."""
+    check_regular(path, "inputs", "an image, a folder of images, an .npy array or a .csv table")
     if path.is_dir():
         _needs(record, "images", path)
         files = _images_under(path)
-        names, x = [f.relative_to(path).as_posix() for f in files], _images(files, record)
+        names, x = [f.relative_to(path).as_posix() for f in files], _images(files, record, max_pixels)
     elif path.suffix.lower() == ".npy":
         names, x = _array(path, record)
     elif path.suffix.lower() == ".csv":
         names, x = _table(path, record)
     elif path.suffix.lower() in IMAGE_EXTENSIONS:
         _needs(record, "images", path)
-        names, x = [str(path)], _images([path], record)
+        names, x = [str(path)], _images([path], record, max_pixels)
     else:
         raise DataError(f"inputs={path} is not an input dlcli can read: give an image "
                         f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images, an .npy array or a .csv table")
@@ -109,32 +112,40 @@ def read_inputs(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    found = []
-    for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # hidden folders are skipped, as in training
-        found += [Path(parent, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    """The images under `folder`, nested ones included, hidden ones not, each real file once (see dlcli.scan)."""
+    scan = Scan(folder, IMAGE_EXTENSIONS)
+    found = scan.files_under(folder)
+    scan.skipped.report(f"inputs={folder}")
     if not found:
         raise DataError(f"inputs={folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); point it at an image "
                         "or a folder of them")
     return sorted(found)
 
 
-def _images(files: list[Path], record: dict) -> torch.Tensor:
+def _images(files: list[Path], record: dict, max_pixels: int) -> torch.Tensor:
     """Decoded, converted and resized as the image-folder loader does for training, as pixels in [0, 1]."""
     from dlcli.folders import _decode_all
 
     channels, height, width = record["shape"]
-    return _decode_all(files, channels, (height, width)).float() / 255
+    return _decode_all(files, channels, (height, width), max_pixels, "max_pixels").float() / 255
 
 
 def _array(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     import numpy as np
 
     try:
-        array = np.load(path, allow_pickle=False)
+        with open_regular(path) as f:
+            array = np.load(f, allow_pickle=False)  # loading a pickle could run code
+    except ValueError as exc:
+        if "pickle" not in str(exc) and "Object arrays" not in str(exc):
+            raise DataError(f"inputs={path} could not be read as an .npy array ({_first(exc)}); save it with "
+                            "np.save") from None
+        raise DataError(f"inputs={path} is a Python pickle or an array of Python objects, not an .npy array of "
+                        "numbers: dlcli does not unpickle files, as that can run code; save a numeric array with "
+                        "np.save(path, array)") from None
     except Exception as exc:
-        raise DataError(f"inputs={path} could not be read as an .npy array ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); save it with np.save") from None
+        raise DataError(f"inputs={path} could not be read as an .npy array ({_first(exc)}); save it with np.save"
+                        ) from None
     if array.dtype.kind not in "uif":
         raise DataError(f"inputs={path} holds {array.dtype} values; it needs numbers")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -206,6 +217,10 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     x = torch.from_numpy(values)
     _feature_count(x, record, path)
     return [f"{path.name}:{first + i + 1}" for i in range(len(x))], x
+
+
+def _first(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
 
 
 def _feature_count(x: torch.Tensor, record: dict, path: Path) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcli.app import run_guarded
 from dlcli.errors import ConfigError, DataError
-from dlcli.settings import allow_list, existing_checkpoint, require
+from dlcli.settings import ImageFolderSettings, allow_list, check_max_pixels, existing_checkpoint, require
 
 log = logging.getLogger("dlcli")
 
@@ -33,6 +33,8 @@ def predict(cfg: DictConfig) -> list[dict]:
             "an integer >= 1: how many classes to list per input")
     require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
             "trainer.eval_batch_size", batch_size, "an integer >= 1")
+    max_pixels = ImageFolderSettings.max_pixels if cfg.get("max_pixels") is None else cfg.max_pixels
+    check_max_pixels(max_pixels, "max_pixels")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")  # before torch's import: a typo answers at once
     inputs = Path(cfg.inputs).expanduser()
     if not inputs.exists():
@@ -46,7 +48,7 @@ def predict(cfg: DictConfig) -> list[dict]:
 
     set_threads(0)
     restored = restore(path, allow_list(cfg.allow), cfg.trainer.device)
-    names, x = read_inputs(inputs, restored.record)
+    names, x = read_inputs(inputs, restored.record, max_pixels)
     model, device = restored.model, restored.device
     classes = restored.classes
     k = min(top_k, len(classes))

@@ -18,6 +18,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from dlcli.errors import DlcliError
+from dlcli.scan import open_regular
 
 METRICS = ("best_val_acc", "test_acc", "final_train_loss")
 NUMBERS = (*METRICS, "epochs", "wall_seconds")
@@ -94,7 +95,8 @@ def _read(path: Path, parse, kind: str):
     if not path.is_file():  # a folder or a pipe by that name: reading one would fail or wait forever
         raise _unreadable(path, "not a regular file")
     try:
-        text = path.read_text()
+        with open_regular(path) as f:  # a FIFO in a run folder would block a plain read forever
+            text = f.read().decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise _unreadable(path, str(exc)) from None
     try:

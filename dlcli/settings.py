@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Union
 
 from dlcli.errors import CheckpointError, ConfigError
+from dlcli.scan import kind
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
@@ -50,6 +51,9 @@ def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
 def existing_checkpoint(path: str, key: str) -> Path:
     """The checkpoint file at `path`, or the one-line error a missing file or a folder deserves."""
     where = Path(path).expanduser()
+    if where.exists() and not where.is_file() and not where.is_dir():  # never opened: a FIFO's read waits forever
+        raise CheckpointError(f"{key}: {where} is a {kind(where.stat().st_mode)}, not a regular file; pass the "
+                              f"checkpoint .pt file, e.g. {key}=outputs/<run>/checkpoints/best.pt")
     if not where.is_file():
         what = "is a folder" if where.is_dir() else "does not exist"
         raise CheckpointError(f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. "
@@ -240,11 +244,20 @@ class ImageFolderSettings:
     augment: bool = False
     crop_padding: int = 4
     flip: bool = False  # mirroring can change the class (digits, text); true suits most photos
+    # pixels per image, read from its header before decoding: 8192×8192 (64 Mi), above the largest
+    # cameras' photos (61 MP), below what a crafted file can claim (a 100 KB PNG of 10000×10000)
+    max_pixels: int = 2 ** 26
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
         _check_split(self.seed, self.test_fraction, self.subset)
+        check_max_pixels(self.max_pixels, "data.max_pixels")
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
+
+
+def check_max_pixels(value: Any, key: str) -> None:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value,
+            "an integer >= 1: the most pixels (width × height) an image may have")
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 
 from dlcli.data import Loaded
 from dlcli.errors import ConfigError, DataError
+from dlcli.scan import check_regular
 
 
 _NPZ_HINT = "save it with np.savez(path, x=features, y=labels) (optionally x_test=..., y_test=...)"
@@ -35,6 +36,9 @@ def load_csv(path: str | Path, label: str, test_fraction: float = 0.2, seed: int
     if not isinstance(label, str) or not label:
         raise ConfigError(f"data.label={label!r} is invalid: the name of the label column in the CSV header")
     check_fraction(test_fraction)
+    check_regular(Path(path).expanduser(), "data.path", "a CSV file")
+    if test_path is not None:
+        check_regular(Path(test_path).expanduser(), "data.test_path", "a CSV file")
     names, x, raw_y = _read_table(Path(path).expanduser(), label)
     if test_path is None:
         y, _, classes = encode_labels(raw_y, None, f"column {label!r} of {path}")
@@ -56,6 +60,7 @@ def load_arrays(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> 
     who knows what its axes mean."""
     check_fraction(test_fraction)
     where = Path(path).expanduser()
+    check_regular(where, "data.path", "an .npz file")
     arrays = _read_npz(where)
     x, raw_y = _features(arrays, "x", where), _labels(arrays, "y", where)
     _same_length(x, raw_y, "x", "y", where)
@@ -202,9 +207,12 @@ def _read_table(path: Path, label: str) -> tuple[list[str], torch.Tensor, np.nda
     if not names:
         raise DataError(f"{path} has only the label column {label!r}: add at least one numeric feature column")
     labels = np.char.strip(np.array(list(map(itemgetter(label_at), body)), dtype=str))
-    empty = np.flatnonzero(labels == "")
+    # "nan" is how pandas and spreadsheets write a missing value: not a class to learn
+    empty = np.flatnonzero((labels == "") | (np.char.lower(labels) == "nan"))
     if empty.size:
-        raise DataError(f"{path} line {_line_of(path, delimiter, int(empty[0]))} has no label in column {label!r}: "
+        k = int(empty[0])
+        shown = f" (only {str(labels[k])!r}, which marks a missing value)" if labels[k] else ""
+        raise DataError(f"{path} line {_line_of(path, delimiter, k)} has no label in column {label!r}{shown}: "
                         "every row needs one; fill it in or drop the row")
     columns = [_numbers(path, delimiter, body, i, header[i]) for i in range(len(header)) if i != label_at]
     return names, torch.from_numpy(np.stack(columns, axis=1)), labels

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dlcli import interrupts
 from dlcli.app import process_age
 from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
 from dlcli.diagnostics import GradientFlow
@@ -358,7 +359,8 @@ def _stop_requests(escalate: bool = True):
         except ValueError:  # not the main thread (e.g. a launcher's worker): leave signals alone
             pass
     try:
-        yield flag
+        with interrupts.graceful(repeated=not escalate):  # the signal is ours: no forced exit while last.pt is saved
+            yield flag
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
