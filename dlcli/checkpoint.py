@@ -62,6 +62,16 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+# the data loaders' homes before dlcli.data became a package: checkpoints written then name them so
+MOVED_TARGETS = {
+    "dlcli.toy.load_toy": "dlcli.data.toy.load_toy",
+    "dlcli.images.load_image_set": "dlcli.data.builtin.load_image_set",
+    "dlcli.folders.load_image_folder": "dlcli.data.folders.load_image_folder",
+    "dlcli.tabular.load_csv": "dlcli.data.tables.load_csv",
+    "dlcli.tabular.load_arrays": "dlcli.data.tables.load_arrays",
+}
+
+
 def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
     """A copy of the checkpoint's config, checked before anything in it is built (dlcli eval, predict,
     export): it must name its classes (format 3 on), and may build only what check_targets allows."""
@@ -74,6 +84,9 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
                           "rebuild its model: train it again")
     # where training was tracked matters to none of them, so the logger is neither checked nor built
     config = {key: value for key, value in config.items() if key != "logger"}
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("_target_") in MOVED_TARGETS:  # exact names only, before the check
+        config["data"] = {**data, "_target_": MOVED_TARGETS[data["_target_"]]}
     if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder dlcli runs from
         sys.path.insert(0, os.getcwd())
     check_targets(config, allow, f"checkpoint {path}")

@@ -14,13 +14,13 @@ import sys
 from dlcli import __version__, interrupts
 
 COMMANDS = {
-    "train": ("dlcli.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
-    "eval": ("dlcli.evaluate", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
-    "report": ("dlcli.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
-    "predict": ("dlcli.predict", "classify new inputs:  dlcli predict checkpoint=<run>/checkpoints/best.pt inputs=DIR"),
-    "export": ("dlcli.export", "ONNX or TorchScript:  dlcli export checkpoint=<run>/checkpoints/best.pt format=onnx"),
-    "gradcheck": ("dlcli.gradcheck", "backprop vs numerical gradients:  dlcli gradcheck model=lenet data=mnist"),
-    "summary": ("dlcli.summary", "the model as a table:  dlcli summary model=lenet data=mnist"),
+    "train": ("dlcli.commands.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
+    "eval": ("dlcli.commands.eval", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
+    "report": ("dlcli.commands.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
+    "predict": ("dlcli.commands.predict", "classify new inputs:  dlcli predict checkpoint=<run>/checkpoints/best.pt inputs=DIR"),
+    "export": ("dlcli.commands.export", "ONNX or TorchScript:  dlcli export checkpoint=<run>/checkpoints/best.pt format=onnx"),
+    "gradcheck": ("dlcli.commands.gradcheck", "backprop vs numerical gradients:  dlcli gradcheck model=lenet data=mnist"),
+    "summary": ("dlcli.commands.summary", "the model as a table:  dlcli summary model=lenet data=mnist"),
 }
 PLAIN = {"report"}  # commands with their own argparse line rather than Hydra's
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] not in PLAIN and ({"-sc", "--shell-completion"} & set(args[1:])):
         from dlcli.completion import shell_completion
 
-        return shell_completion(args[0], args[1:])
+        return shell_completion(args[0], args[1:], {name: module for name, (module, _) in COMMANDS.items()}, PLAIN)
     with interrupts.guard():
         try:
             return _run(args)
@@ -130,7 +130,7 @@ NO_SLURM = ("SLURM is not available here (no srun command); use hydra/launcher=s
 
 
 def _unused_by_eval(overrides: list[str]) -> str | None:
-    from dlcli.evaluate import ACCEPTED, unused_key_message
+    from dlcli.commands.eval import ACCEPTED, unused_key_message
 
     for item in overrides:
         key = item.partition("=")[0].lstrip("+~")

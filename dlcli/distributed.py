@@ -1,6 +1,6 @@
 """Data-parallel training on torch.distributed: several processes, one run.
 
-Two ways in, one code path (dlcli.train.run_training in every process):
+Two ways in, one code path (dlcli.commands.train.run_training in every process, handed to `launch`):
 - `dlcli train trainer.devices=N`: this process composed the config and holds the run folder;
   `launch` starts N workers on this machine with torch's elastic launcher and waits for them.
 - `torchrun ... -m dlcli train ...` (or SLURM tasks): every process composed the config itself;
@@ -180,8 +180,8 @@ def agree_on_folder(config: Any, option: str, folder: Path, take: Callable[[], N
         config.hydra.job_logging.root.level = "WARNING"
 
 
-def launch(settings, config: dict, run_dir: Path, resume: str) -> dict:
-    """`dlcli train trainer.devices=N`: run N processes of run_training on this machine; rank 0's summary.
+def launch(run: Callable[..., dict], settings, config: dict, run_dir: Path, resume: str) -> dict:
+    """`dlcli train trainer.devices=N`: run N processes of `run` (the training recipe) on this machine; rank 0's summary.
 
     A process that dies ends them all (torch's elastic agent stops the others); SIGINT or SIGTERM
     reach every process, which stop at one step with last.pt saved.
@@ -195,7 +195,7 @@ def launch(settings, config: dict, run_dir: Path, resume: str) -> dict:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from dlcli.app import resolve_device
+    from dlcli.machine import resolve_device
 
     t = settings.trainer
     resolve_device(t.device)  # trainer.device=cuda without a GPU: that line first
@@ -223,7 +223,7 @@ def launch(settings, config: dict, run_dir: Path, resume: str) -> dict:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         with interrupts.graceful(repeated=True):  # the processes stop on their own, each with its last.pt
-            results = elastic_launch(launch_config, _worker)(settings, config, str(run_dir), resume, logging_config)
+            results = elastic_launch(launch_config, _worker)(run, settings, config, str(run_dir), resume, logging_config)
     except ChildFailedError as exc:
         codes = {f.exitcode for f in exc.failures.values()}
         stopped = codes & {128 + signal.SIGINT, 128 + signal.SIGTERM}
@@ -258,7 +258,7 @@ def check_devices(device: str, devices: int, gpus: int) -> None:
                           f"trainer.devices=1..{max(gpus, 1)}, or trainer.device=cpu for {devices} CPU processes")
 
 
-def _worker(settings, config: dict, run_dir: str, resume: str, logging_config: dict):
+def _worker(run: Callable[..., dict], settings, config: dict, run_dir: str, resume: str, logging_config: dict):
     """One process started by `launch`: its summary, or the DlcliError that stopped it, goes back to the launcher."""
     import signal
 
@@ -270,10 +270,8 @@ def _worker(settings, config: dict, run_dir: str, resume: str, logging_config: d
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C during start-up lands here
     where = place()
     _configure_logging(where[0] if where else 0, logging_config)
-    from dlcli.train import run_training
-
     try:
-        return run_training(settings, config, Path(run_dir), resume)
+        return run(settings, config, Path(run_dir), resume)
     except Interrupted as stop:  # the launcher may be shutting down, no longer reading what comes back
         raise SystemExit(stop.exit_code) from None
     except DlcliError as exc:

@@ -7,6 +7,12 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def one_line(exc: BaseException) -> str:
+    """All of an exception's message on one line, each distinct line once (its type's name if it has none)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(dict.fromkeys(lines)) or type(exc).__name__
+
+
 class DlcliError(Exception):
     """Base class: the message says what is wrong, what is allowed and how to fix it."""
 

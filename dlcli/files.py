@@ -10,13 +10,14 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError, DlcliError
 
 
 class OutputError(DlcliError):
@@ -230,3 +231,44 @@ def remove_temporaries(folder: Path, *inside: str) -> None:
         for entry in entries:
             if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
+
+
+# --- reading users' files: only regular ones, since opening a FIFO waits for a writer forever --
+
+
+def kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_regular(path: Path, key: str, expected: str) -> None:
+    """One line if `path` exists but is not a regular file (a FIFO, a device): reading one could block
+    forever, so it is refused without being opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing: the caller's own message says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise DataError(f"{key}={path} is a {kind(mode)}, not a regular file: dlcli reads only regular files; "
+                        f"pass {expected}")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file; else OSError, without waiting on it.
+
+    O_NONBLOCK makes opening a FIFO return at once (a plain open waits for a writer), and the check
+    is made on the opened file, so a file swapped for a FIFO after the scan is caught too."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"a {kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

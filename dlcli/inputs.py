@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dlcli.data.folders import IMAGE_EXTENSIONS
+from dlcli.data.scan import Scan
 from dlcli.errors import ConfigError, DataError
-from dlcli.folders import IMAGE_EXTENSIONS
-from dlcli.scan import Scan, check_regular, open_regular
+from dlcli.files import check_regular, open_regular
 from dlcli.settings import ImageFolderSettings, load_settings
 
 
@@ -60,9 +61,9 @@ class Prepared(nn.Module):
 def restore(path: Path, allow: list[str], device: str = "cpu") -> Restored:
     """The checkpoint's model on `device` (trainer.device's values), with its preparation; one line if it
     cannot be rebuilt."""
-    from dlcli.app import resolve_device
     from dlcli.checkpoint import config_to_rebuild, load_checkpoint, load_weights
     from dlcli.data import sequence_shape
+    from dlcli.machine import resolve_device
     from dlcli.models import build_model
 
     state = load_checkpoint(path)
@@ -112,7 +113,7 @@ def read_inputs(path: Path, record: dict,
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """The images under `folder`, nested ones included, hidden ones not, each real file once (see dlcli.scan)."""
+    """The images under `folder`, nested ones included, hidden ones not, each real file once (see dlcli.data.scan)."""
     scan = Scan(folder, IMAGE_EXTENSIONS)
     found = scan.files_under(folder)
     scan.skipped.report(f"inputs={folder}")
@@ -124,7 +125,7 @@ def _images_under(folder: Path) -> list[Path]:
 
 def _images(files: list[Path], record: dict, max_pixels: int) -> torch.Tensor:
     """Decoded, converted and resized as the image-folder loader does for training, as pixels in [0, 1]."""
-    from dlcli.folders import _decode_all
+    from dlcli.data.folders import _decode_all
 
     channels, height, width = record["shape"]
     return _decode_all(files, channels, (height, width), max_pixels, "max_pixels").float() / 255
@@ -190,7 +191,7 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     without a header row."""
     import numpy as np
 
-    from dlcli.tabular import _is_number, _read_rows
+    from dlcli.data.tables import _is_number, _read_rows
 
     _needs(record, "features", path)
     rows, _ = _read_rows(path)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.app import optional_package
 from dlcli.errors import ConfigError, DlcliError, first_line
+from dlcli.machine import optional_package
 
 log = logging.getLogger("dlcli")
 
@@ -293,3 +293,23 @@ class WandB(Logger):
         if summary is not None:
             self.run.summary.update({k: summary[k] for k in ("test_acc", "test_loss", "best_val_acc", "best_epoch")})
         self.run.finish(exit_code=self.STATUS.get(status, 1))
+
+
+def start_tracking(logger, spec, run_dir: Path, config: dict, resume_state: dict | None, epoch: int) -> dict:
+    """Start the logger's tracked run, continuing the one the resumed checkpoint names if it was the same
+    logger's. A sweep's job is named by its overrides and grouped by its sweep folder (Hydra's files)."""
+    from omegaconf import OmegaConf
+
+    from dlcli.settings import target_of
+
+    target = target_of(spec) if spec is not None else None
+    before = (resume_state or {}).get("tracked") or {}
+    resume_id = before.get("id") if before.get("target") == target else None
+    sweep = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else None
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    except OSError:
+        overrides = []
+    name = " ".join(overrides) if sweep and overrides else f"{run_dir.parent.name}/{run_dir.name}"
+    run = TrackedRun(run_dir, config, name, str(sweep) if sweep else None, resume_id, epoch)
+    return {"target": target, "id": logger.start(run)}

@@ -6,6 +6,7 @@ Every model is built by its config's `_target_` with the keyword arguments `inpu
 same way. The arguments have no defaults here: those live in the config schemas (settings.py).
 """
 
+import dataclasses
 import math
 import os
 import sys
@@ -270,6 +271,15 @@ def build_model(spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Modu
                           f"num_classes={num_classes}, the other keys come from model.*") from None
     _try_one_batch(model, target, input_shape, num_classes)
     return model
+
+
+def on_device(spec, data, device: torch.device, channels_last: bool):
+    """The model `spec` names, built for `data` and moved to `device`, and the data as that model takes
+    it: a CNN on CUDA gets NHWC weights and batches (trainer.channels_last), in a copy of the bundle."""
+    model = build_model(spec, data.input_shape, data.num_classes).to(device)
+    if channels_last and device.type == "cuda" and len(data.input_shape) == 3:
+        return model.to(memory_format=torch.channels_last), dataclasses.replace(data, channels_last=True)
+    return model, data
 
 
 def _try_one_batch(model: nn.Module, target: str, input_shape: tuple[int, ...], num_classes: int) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Union
 
 from dlcli.errors import CheckpointError, ConfigError
-from dlcli.scan import kind
+from dlcli.files import kind
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
@@ -154,7 +154,7 @@ class RecurrentSettings:
 
 @dataclass
 class ToyDataSettings:
-    _target_: str = "dlcli.toy.load_toy"
+    _target_: str = "dlcli.data.toy.load_toy"
     name: str = "spirals"
     n_samples: int = 6000
     noise: float = 0.1
@@ -173,7 +173,7 @@ class ToyDataSettings:
 class ImageDataSettings:
     """MNIST, Fashion-MNIST, CIFAR-10 through torchvision; the options differ in their defaults."""
 
-    _target_: str = "dlcli.images.load_image_set"
+    _target_: str = "dlcli.data.builtin.load_image_set"
     name: str = "mnist"
     root: str = "${oc.env:DLCLI_DATA,data}"  # torchvision's layout under it
     download: bool = True  # fetch missing files (needs the internet)
@@ -234,7 +234,7 @@ def _check_split(seed: int, test_fraction: float, subset: Optional[int]) -> None
 class ImageFolderSettings:
     """Your own images in torchvision's ImageFolder layout: <root>/<class>/*.png, or with train/ and test/."""
 
-    _target_: str = "dlcli.folders.load_image_folder"
+    _target_: str = "dlcli.data.folders.load_image_folder"
     root: str = "???"  # the image folder
     channels: Optional[int] = None  # 1 or 3; null: 1 if the first image is grayscale, else 3
     image_size: Any = None  # 32 (square) or [height, width]; null: the first image's size
@@ -264,7 +264,7 @@ def check_max_pixels(value: Any, key: str) -> None:
 class CSVSettings:
     """A table with a header row: one label column, every other column a numeric feature."""
 
-    _target_: str = "dlcli.tabular.load_csv"
+    _target_: str = "dlcli.data.tables.load_csv"
     path: str = "???"  # the CSV file
     label: str = "???"  # the column holding the class (names or integers)
     test_path: Optional[str] = None  # a CSV with the same columns as the test split; null: hold out test_fraction
@@ -282,7 +282,7 @@ class CSVSettings:
 class ArraysSettings:
     """An .npz file with x [N, F] and y [N], and optionally x_test and y_test."""
 
-    _target_: str = "dlcli.tabular.load_arrays"
+    _target_: str = "dlcli.data.tables.load_arrays"
     path: str = "???"  # the .npz file
     test_fraction: float = 0.2
     seed: int = 0  # of the held-out test split, fixed apart from trainer.seed
@@ -599,8 +599,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 BY_TARGET = {g: {cls._target_: cls for cls in options.values() if hasattr(cls, "_target_")}
              for g, options in SCHEMAS.items()}
-# the torchvision sets share a target: load_settings chooses their schema by name
-BY_TARGET["data"] = {cls._target_: cls for cls in (ToyDataSettings, ImageFolderSettings, CSVSettings, ArraysSettings)}
+# the torchvision sets share one target (ImageDataSettings stands for them): load_settings chooses their schema by name
+BY_TARGET["data"] = {cls._target_: cls for cls in (ToyDataSettings, ImageDataSettings, ImageFolderSettings, CSVSettings,
+                                                   ArraysSettings)}
 IMAGE_SCHEMAS = {cls.name: cls for cls in (ImageDataSettings, FashionMNISTSettings, CIFAR10Settings)}
 
 

@@ -15,19 +15,12 @@ import torch
 from torch import nn
 
 from dlcli.errors import ConfigError, first_line
-from dlcli.settings import leaves
+from dlcli.settings import BY_TARGET, leaves
 
-# the options of dlcli's own that a checkpoint may name, per group: the classes and loaders of
-# configs/model, configs/loss and configs/data; optimizers and schedules are torch's
+# the options of dlcli's own that a checkpoint may name, per group: exactly the targets of the
+# schemas of configs/model, configs/loss and configs/data; optimizers and schedules are torch's
 BUILDABLE: dict[str, tuple[str, ...]] = {
-    "model": ("dlcli.models.MLP", "dlcli.models.LeNet5", "dlcli.models.AlexNet", "dlcli.models.ResNet",
-              "dlcli.models.Recurrent"),
-    "loss": ("dlcli.losses.CrossEntropy", "dlcli.losses.NLL", "dlcli.losses.Quadratic", "dlcli.losses.Hinge"),
-    "data": ("dlcli.toy.load_toy", "dlcli.images.load_image_set", "dlcli.folders.load_image_folder",
-             "dlcli.tabular.load_csv", "dlcli.tabular.load_arrays"),
-    "optimizer": (),
-    "scheduler": (),
-}
+    **{group: tuple(BY_TARGET[group]) for group in ("model", "loss", "data")}, "optimizer": (), "scheduler": ()}
 # ReduceLROnPlateau subclasses LRScheduler only from torch 2.2 on
 SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 # group -> (what it builds; what that must be, in words; the torch package it may come from; the
@@ -160,6 +153,6 @@ def _module_of(target: str) -> str:
 
 
 def _home(found: Any) -> str:
-    """The module that defines what a target found: `dlcli.app.os.system` reads as dlcli's and is os's."""
+    """The module that defines what a target found: `dlcli.commands.guard.os.system` reads as dlcli's and is os's."""
     home = found.__name__ if isinstance(found, types.ModuleType) else getattr(found, "__module__", None)
     return home if isinstance(home, str) else repr(home)

@@ -19,14 +19,14 @@ import torch
 from torch import nn
 
 from dlcli import interrupts
-from dlcli.app import process_age
 from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
-from dlcli.diagnostics import GradientFlow
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
+from dlcli.diagnostics import GradientFlow
 from dlcli.distributed import World
 from dlcli.errors import DivergedError, Interrupted
 from dlcli.files import write_metrics
 from dlcli.loggers import Logger
+from dlcli.machine import process_age
 from dlcli.optim import Schedule, load_optimizer_state, optimizer_state
 from dlcli.regularization import Penalty
 from dlcli.settings import TrainerSettings
@@ -45,6 +45,12 @@ class Progress:
     history: list[dict] = field(default_factory=list)
     in_epoch: dict | None = None  # set while an epoch is under way: its next batch and running sums
     stop_reason: str | None = None  # why training ended before trainer.epochs (early stopping)
+
+    @classmethod
+    def saved(cls, state: dict) -> "Progress":
+        """Where the run of a checkpoint stood."""
+        return cls(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
+                   best_value=state["best_value"], history=list(state["metrics"]), in_epoch=state.get("in_epoch"))
 
     def improved(self, monitor: str, value: float) -> bool:
         if self.best_value is None:
@@ -256,6 +262,8 @@ class Trainer:
         })
 
     def resume_from(self, state: dict) -> None:
+        """The optimizer, schedule, scaler and random generators as the checkpoint left them (where the
+        run stood, its Progress, is given at construction)."""
         load_optimizer_state(self.optimizer_target, self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -267,9 +275,6 @@ class Trainer:
             log.warning(f"resuming a run of {saved} process(es) with {world.size}: it carries on, but not "
                         f"bit for bit as {saved} process(es) would have (other batch shares, sums and draws)")
             restore_rng_states(state["rng"], self.data.train.y.device)
-        self.progress = Progress(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
-                                 best_value=state["best_value"], history=list(state["metrics"]),
-                                 in_epoch=state.get("in_epoch"))
 
 
 def stalled(history: list[dict], monitor: str, patience: int | None, min_delta: float) -> str | None:

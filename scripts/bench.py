@@ -34,13 +34,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dlcli.data import DataBundle, Split  # noqa: E402
-from dlcli.images import IMAGE_SETS, load_images  # noqa: E402
+from dlcli.data.builtin import IMAGE_SETS, load_images  # noqa: E402
 from dlcli.losses import CrossEntropy  # noqa: E402
 from dlcli.models import build_model  # noqa: E402
 from dlcli.optim import build_optimizer, build_schedule  # noqa: E402
 from dlcli.regularization import Penalty  # noqa: E402
-from dlcli.settings import (AlexNetSettings, LeNetSettings, MLPSettings, RegularizationSettings,  # noqa: E402
-                            SGDSettings, TrainerSettings)
+from dlcli.settings import (  # noqa: E402
+    AlexNetSettings,
+    LeNetSettings,
+    MLPSettings,
+    RegularizationSettings,
+    SGDSettings,
+    TrainerSettings,
+)
 from dlcli.trainer import Trainer, evaluate  # noqa: E402
 
 MODELS = {

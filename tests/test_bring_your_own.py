@@ -115,7 +115,7 @@ CRAFTED = [
      "model.width.0._target_='os.system' nested in model"),
     ("data", {"_target_": "posix.system", "command": "touch {marker}"}, "which is not a data loader"),
     # allowed names on the way to something else: what they lead to must be allowed too
-    ("data", {"_target_": "dlcli.app.os.system", "command": "touch {marker}"}, "which is not a data loader"),
+    ("data", {"_target_": "dlcli.commands.guard.os.system", "command": "touch {marker}"}, "which is not a data loader"),
     ("loss", {"_target_": "torch.nn.functional.torch.load", "f": "{marker}"}, "defined in torch.serialization"),
     ("loss", {"_target_": "torch.load", "f": "{marker}"}, "which is not a loss"),
     ("optimizer", {"_target_": "torch.hub.load", "repo_or_dir": "x", "model": "y"}, "which is not an optimizer"),

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dlcli.data import batches_per_epoch, crop_and_flip, load_data, train_batches
+from dlcli.data.builtin import load_images
+from dlcli.data.toy import make_toy
 from dlcli.errors import DataError
-from dlcli.images import load_images
 from dlcli.settings import CIFAR10Settings, ToyDataSettings
-from dlcli.toy import make_toy
 
 CPU = torch.device("cpu")
 
@@ -108,7 +108,7 @@ def test_missing_files_without_download_say_where_and_how(tmp_path):
 def test_an_unreachable_download_fails_at_once_in_one_line_and_creates_nothing(tmp_path, monkeypatch):
     import dataclasses
 
-    from dlcli import images
+    from dlcli.data import builtin as images
 
     # .invalid never resolves (RFC 2606): what a machine without internet sees for every host
     monkeypatch.setitem(images.IMAGE_SETS, "mnist", dataclasses.replace(images.IMAGE_SETS["mnist"],

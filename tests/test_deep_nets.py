@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
+from test_gradcheck_summary import compose_cfg, gradcheck
 from torch import nn
 
+from dlcli.commands.summary import layer_table
 from dlcli.data import load_data, sequence_shape
 from dlcli.errors import ConfigError
 from dlcli.models import MLP, BasicBlock, Recurrent, ResNet, Shortcut
 from dlcli.settings import ImageDataSettings, MLPSettings, RecurrentSettings, ResNetSettings
-from dlcli.summary import layer_table
-from test_gradcheck_summary import compose_cfg, gradcheck
 
 
 def test_resnet_has_n_blocks_per_stage_and_projects_where_the_shape_changes():

@@ -2,8 +2,9 @@
 
 import json
 
-from conftest import FAST_TOY, read_jsonl
 from test_sweeps import png_size
+
+from conftest import FAST_TOY, read_jsonl
 
 DEEP = ["model.depth=6", "model.width=32", "model.init=kaiming_normal", "model.dropout=0", "optimizer=sgd",
         "optimizer.lr=0.05"]

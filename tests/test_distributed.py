@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TOY
 
+from conftest import FAST_TOY
 from dlcli.data import batches_per_epoch, load_data, share, train_batches
 from dlcli.distributed import check_devices, failure_line, place
 from dlcli.errors import ConfigError

@@ -7,13 +7,13 @@ import torch
 from hydra import compose, initialize_config_module
 from torch import nn
 
+from dlcli.commands.gradcheck import check_gradients
+from dlcli.commands.summary import layer_table
 from dlcli.data import data_shape
-from dlcli.gradcheck import check_gradients
 from dlcli.losses import build_loss
 from dlcli.models import build_model, count_parameters
 from dlcli.regularization import Penalty, penalized_weights
 from dlcli.settings import load_settings
-from dlcli.summary import layer_table
 
 MODEL_DATA = {"mlp": "toy", "lenet": "mnist", "alexnet": "cifar10"}
 

@@ -61,7 +61,7 @@ def refused(path: Path, allow=()) -> str:
 
 PAYLOADS = {
     "write_json": lambda aim: {"_target_": "dlcli.files.write_json", "path": str(aim.marker), "data": {"by": "x"}},
-    "remove_run_dir": lambda aim: {"_target_": "dlcli.app._remove_run_dir", "run_dir": str(aim.folder)},
+    "remove_run_dir": lambda aim: {"_target_": "dlcli.commands.guard._remove_run_dir", "run_dir": str(aim.folder)},
     "os.system": lambda aim: {"_target_": "os.system", "command": f"touch {aim.marker}"},
     "subprocess.run": lambda aim: {"_target_": "subprocess.run", "args": ["touch", str(aim.marker)]},
 }
@@ -188,7 +188,7 @@ import torch
 from torch import nn
 
 from dlcli.models import MLP
-from dlcli.toy import load_toy
+from dlcli.data.toy import load_toy
 
 MARKERS = {markers!r}
 

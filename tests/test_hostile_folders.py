@@ -7,7 +7,6 @@ import shutil
 import pytest
 
 from conftest import FAST_TOY, assert_one_line_error, read_jsonl
-
 from dlcli.errors import ConfigError
 from dlcli.files import hold, holds
 

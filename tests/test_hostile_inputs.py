@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 
 from conftest import FAST_TOY, assert_one_line_error
-from dlcli import folders, scan
+from dlcli.data import folders, scan
+from dlcli.data.folders import load_image_folder
+from dlcli.data.tables import load_csv
 from dlcli.errors import DataError
-from dlcli.folders import load_image_folder
 from dlcli.inputs import read_inputs
-from dlcli.tabular import load_csv
 
 LIMIT = 2.0  # seconds from the signal to the end of the process
 TOY = [a for a in FAST_TOY if not a.startswith("model.")]

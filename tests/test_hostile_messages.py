@@ -6,9 +6,9 @@ import json
 import shlex
 
 import torch
-from conftest import FAST_TOY, assert_one_line_error
 from test_report import fake_run
 
+from conftest import FAST_TOY, assert_one_line_error
 from dlcli.cli import home_expanded
 
 
@@ -84,7 +84,7 @@ def _iris(folder):
 
 
 def test_metrics_rows_are_named_by_their_line_in_the_file(tmp_path):
-    from dlcli.report import read_jsonl
+    from dlcli.sweeps import read_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}) + "\n\n{bad\n")

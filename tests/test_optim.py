@@ -6,7 +6,7 @@ from torch import nn
 
 from dlcli.errors import CheckpointError, ConfigError
 from dlcli.optim import build_optimizer, build_schedule, load_optimizer_state, optimizer_state
-from dlcli.settings import SCHEMAS, Custom, CosineSettings, OneCycleSettings, PlateauSettings, StepSettings
+from dlcli.settings import SCHEMAS, CosineSettings, Custom, OneCycleSettings, PlateauSettings, StepSettings
 
 CPU = torch.device("cpu")
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcli import folders
+from dlcli.data import folders
+from dlcli.data.folders import load_image_folder
+from dlcli.data.tables import load_arrays, load_csv, split_test
 from dlcli.errors import ConfigError, DataError, DlcliError
-from dlcli.folders import load_image_folder
-from dlcli.tabular import load_arrays, load_csv, split_test
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import FAST_TOY, assert_one_line_error
 from dlcli import plots
-from dlcli.report import Job, compact, heatmap_grid, print_table, varying_parameters, write_report
+from dlcli.sweeps import Job, compact, heatmap_grid, print_table, varying_parameters, write_report
 
 ROWS = [{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}, {"epoch": 2, "train_loss": 0.8, "val_acc": 0.6}]
 

@@ -9,8 +9,15 @@ from omegaconf import OmegaConf
 
 import dlcli.configs
 from dlcli.errors import ConfigError
-from dlcli.settings import (SCHEMAS, ImageDataSettings, LeNetSettings, MLPSettings, composition_error, load_settings,
-                            short_name)
+from dlcli.settings import (
+    SCHEMAS,
+    ImageDataSettings,
+    LeNetSettings,
+    MLPSettings,
+    composition_error,
+    load_settings,
+    short_name,
+)
 
 GROUPS = {
     "model": ["mlp", "lenet", "alexnet"],

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FAST_TOY
 from dlcli.plots import log_spaced
-from dlcli.report import Job, heatmap_grid, sort_jobs, varying_parameters
+from dlcli.sweeps import Job, heatmap_grid, sort_jobs, varying_parameters
 
 GRID = ["optimizer.lr=0.01,0.001", "optimizer.weight_decay=0,1e-4"]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST_TOY, read_jsonl
-
 from dlcli.errors import ConfigError
 from dlcli.trainer import stalled
 

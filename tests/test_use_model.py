@@ -142,8 +142,8 @@ def test_torchscript_export_loads_with_torch_jit_and_gives_the_same_outputs(lene
 def test_batch_norm_and_recurrent_models_export_for_any_batch_size(tmp_path, name, formats):
     """Exported with a batch of 8 and run on one of 5: BatchNorm in eval mode, and a loop over time steps.
     (A recurrent model's ONNX export works too, but unrolls every step: 8 s for an LSTM over 28 rows.)"""
+    from dlcli.commands.export import run_onnx, run_torchscript, sample_inputs, to_onnx, to_torchscript
     from dlcli.data import sequence_shape
-    from dlcli.export import run_onnx, run_torchscript, sample_inputs, to_onnx, to_torchscript
     from dlcli.inputs import Prepared
     from dlcli.models import build_model
     from dlcli.settings import RecurrentSettings, ResNetSettings

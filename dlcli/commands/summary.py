@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import hydra
 from omegaconf import DictConfig
 
-from dlcli.app import run_guarded
+from dlcli.commands.guard import run_guarded
 from dlcli.settings import load_settings, short_name
 
 

@@ -8,17 +8,16 @@ sources are unchanged reads the cache and never imports torchvision (seconds of 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import socket
-import stat
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlcli.errors import DataError
+from dlcli.data.cache import cache_file, read_cache, write_cache
+from dlcli.errors import DataError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +68,7 @@ IMAGE_SETS = {
 
 def load_image_set(name: str, root: str, download: bool, mean: list[float], std: list[float]):
     """Both splits of a torchvision dataset as dlcli.data.Loaded."""
-    from dlcli.data import Loaded
+    from dlcli.data.loaded import Loaded
 
     train_x, train_y = load_images(name, root, True, download)
     test_x, test_y = load_images(name, root, False, download)
@@ -105,15 +104,15 @@ def load_images(name: str, root: str, train: bool, download: bool) -> tuple[torc
     root_path = Path(root).expanduser()
     sources = [root_path / spec.folder / f for f in (spec.train_files if train else spec.test_files)]
     split = "train" if train else "test"
-    cache = _cache_file(root_path, f"{name}-{split}.pt")
+    cache = cache_file(root_path, f"{name}-{split}.pt")
     check_sources(name, root, download)  # cheap, every run: a truncated file never reaches training
     if all(p.is_file() for p in sources):
-        cached = _read_cache(cache, _fingerprint(sources))
+        cached = read_cache(cache, _fingerprint(sources))
         if cached is not None:
             return cached
     x, y = _decode(spec, root_path, train, sources)
     _check_checksums(root_path, sources)  # once per (re)build of the cache
-    _write_cache(cache, x, y, _fingerprint(sources))
+    write_cache(cache, x, y, _fingerprint(sources))
     return x, y
 
 
@@ -156,7 +155,7 @@ def _decode(spec: ImageSet, root: Path, train: bool, sources: list[Path]):
         dataset = getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=train, download=False)
     except Exception as exc:  # torchvision's readers on damaged files
         raise DataError(f"{spec.torchvision_class} files in {where} could not be read ({type(exc).__name__}: "
-                        f"{_one_line(exc)}); replace them with intact copies, or delete them to download again") from None
+                        f"{one_line(exc)}); replace them with intact copies, or delete them to download again") from None
     x = torch.as_tensor(dataset.data)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # MNIST [N,H,W]; CIFAR [N,H,W,C]
     y = torch.as_tensor(dataset.targets, dtype=torch.int64)
@@ -180,7 +179,7 @@ def _download(spec: ImageSet, root: Path, missing: list[str]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(file, target)
     except Exception as exc:  # torchvision lists every mirror it tried; keep each distinct reason once
-        raise DataError(f"{what} and the download failed ({_one_line(exc)}); {_HINT}") from None
+        raise DataError(f"{what} and the download failed ({one_line(exc)}); {_HINT}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -204,44 +203,3 @@ def _unreachable(hosts: tuple[str, ...], timeout: float = 3.0) -> str:
     if any(reasons.get(h) == "" for h in hosts):
         return ""
     return "; ".join(f"{h}: {reasons.get(h, f'no answer in {timeout:g} s')}" for h in hosts) + " (no internet here?)"
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(dict.fromkeys(lines)) or type(exc).__name__
-
-
-def _cache_file(root: Path, filename: str) -> Path:
-    """Beside the data if that folder is writable, else in the user's cache folder."""
-    if os.environ.get("DLCLI_CACHE"):
-        return Path(os.environ["DLCLI_CACHE"]) / filename
-    folder = root if root.exists() else root.parent
-    # the mode bits too: root may write anywhere, but a read-only data folder means "leave it be"
-    if os.access(folder, os.W_OK) and folder.stat().st_mode & stat.S_IWUSR:
-        return root / "dlcli-cache" / filename
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlcli"
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    return base / digest / filename
-
-
-def _read_cache(path: Path, fingerprint: list[list[int]]):
-    import torch
-
-    try:
-        blob = torch.load(path, weights_only=True)
-        if blob["sources"] == fingerprint:
-            return blob["x"], blob["y"]
-    except Exception:  # absent, stale format or damaged: rebuild it from the sources
-        pass
-    return None
-
-
-def _write_cache(path: Path, x: torch.Tensor, y: torch.Tensor, fingerprint: list[list[int]]) -> None:
-    import torch
-
-    from dlcli.files import OutputError, write_atomic
-
-    try:
-        write_atomic(path, lambda f: torch.save({"x": x, "y": y, "sources": fingerprint}, f), binary=True)
-    except OutputError:
-        pass  # a cache we cannot write only costs time on the next run

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from dlcli.errors import ConfigError, DataError
-from dlcli.images import _cache_file, _one_line, _read_cache, _write_cache
-from dlcli.data import Loaded
-from dlcli.scan import INSIDE, Scan, open_regular
+from dlcli.data.cache import cache_file, read_cache, write_cache
+from dlcli.data.loaded import Loaded
+from dlcli.data.scan import INSIDE, Scan
+from dlcli.data.tables import check_fraction, hold_out
+from dlcli.errors import ConfigError, DataError, one_line
+from dlcli.files import open_regular
 from dlcli.settings import ImageFolderSettings
-from dlcli.tabular import check_fraction, hold_out
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, written out so that a cache hit never imports torchvision
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -56,8 +57,8 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     scan.skipped.report(f"data.root={root}")
 
     fingerprint = _fingerprint(root, files, classes, n_train, channels, size)
-    cache = _cache_file(root.resolve().parent, _cache_name(root, channels, size))
-    cached = _read_cache(cache, fingerprint)
+    cache = cache_file(root.resolve().parent, _cache_name(root, channels, size))
+    cached = read_cache(cache, fingerprint)
     x, y = cached if cached is not None else (_decode_all(files, channels, size, max_pixels, "data.max_pixels"),
                                                  torch.tensor(labels))
     if test_dir is None:
@@ -66,7 +67,7 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
         train_x, train_y, test_x, test_y = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     loaded = Loaded(train_x, train_y, test_x, test_y, classes, *channel_stats(train_x))
     if cached is None:  # only a load that succeeded leaves a cache behind
-        _write_cache(cache, x, y, fingerprint)
+        write_cache(cache, x, y, fingerprint)
     return loaded
 
 
@@ -146,7 +147,7 @@ def _scan(folder: Path, scan: Scan, min_classes: int = 2) -> tuple[tuple[str, ..
 
 def _images_in(folder: Path, scan: Scan) -> list[Path]:
     """The image files under one class folder, nested ones included (as ImageFolder walks it), sorted;
-    each real file once, and only regular files (see dlcli.scan)."""
+    each real file once, and only regular files (see dlcli.data.scan)."""
     found = scan.files_under(folder)
     if not found:
         raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some, or "
@@ -276,6 +277,6 @@ def _unreadable(path: Path, exc: BaseException) -> DataError:
 
     # PIL's message for an unknown format repeats the path
     reason = ("no image format PIL knows" if isinstance(exc, UnidentifiedImageError)
-              else f"{type(exc).__name__}: {_one_line(exc)}")
+              else f"{type(exc).__name__}: {one_line(exc)}")
     return DataError(f"{path} could not be read as an image ({reason}): it is damaged or not an image; replace it "
                      "or delete it")

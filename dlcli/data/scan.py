@@ -16,9 +16,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-from dlcli.errors import DataError
+from dlcli.files import kind
 
 log = logging.getLogger("dlcli")
 
@@ -115,44 +114,6 @@ class Scan:
             else:
                 self.files.add((info.st_dev, info.st_ino))
                 found.append(path)
-
-
-def kind(mode: int) -> str:
-    """What a file that is not a regular one is, in words."""
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
-        if test(mode):
-            return name
-    return "special file"
-
-
-def check_regular(path: Path, key: str, expected: str) -> None:
-    """One line if `path` exists but is not a regular file (a FIFO, a device): reading one could block
-    forever, so it is refused without being opened."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # missing: the caller's own message says so
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise DataError(f"{key}={path} is a {kind(mode)}, not a regular file: dlcli reads only regular files; "
-                        f"pass {expected}")
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading, if it is a regular file; else OSError, without waiting on it.
-
-    O_NONBLOCK makes opening a FIFO return at once (a plain open waits for a writer), and the check
-    is made on the opened file, so a file swapped for a FIFO after the scan is caught too."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"a {kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _within(path: str, folder: str) -> bool:

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlcli.data import Loaded
+from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
-from dlcli.scan import check_regular
-
+from dlcli.files import check_regular
 
 _NPZ_HINT = "save it with np.savez(path, x=features, y=labels) (optionally x_test=..., y_test=...)"
 

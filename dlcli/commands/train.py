@@ -4,6 +4,7 @@ With trainer.devices=N, or under torchrun, the same run_training runs in every p
 (dlcli.distributed); rank 0 writes the files.
 """
 
+import dataclasses
 import logging
 import random
 import time
@@ -13,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dlcli.app import run_guarded
+from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError, Interrupted
 from dlcli.settings import ImageDataSettings, Settings, load_settings, short_name, target_of
 
@@ -30,7 +31,7 @@ def train(cfg: DictConfig) -> float:
     settings = load_settings(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(settings.data, ImageDataSettings):
-        from dlcli.images import check_sources
+        from dlcli.data.builtin import check_sources
 
         check_sources(settings.data.name, settings.data.root, settings.data.download)  # before torch's import
     for key in ("root", "path", "test_path"):  # checkpoints must find the data again from any working directory
@@ -42,7 +43,7 @@ def train(cfg: DictConfig) -> float:
     if settings.trainer.devices > 1 and place() is None:
         from dlcli.distributed import launch
 
-        summary = launch(settings, config, run_dir, resume_command(run_dir))
+        summary = launch(run_training, settings, config, run_dir, resume_command(run_dir))
     else:
         summary = run_training(settings, config, run_dir, resume_command(run_dir))
     return summary["best_val_acc"]
@@ -63,17 +64,17 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     import numpy as np
     import torch
 
-    from dlcli.app import peak_rss_mb, resolve_device, set_threads, versions
     from dlcli.checkpoint import check_resumable, load_checkpoint, load_weights
     from dlcli.data import batches_per_epoch, load_data
     from dlcli.distributed import join
     from dlcli.files import write_json
-    from dlcli.loggers import Logger, build_logger, finishing
+    from dlcli.loggers import Logger, build_logger, finishing, start_tracking
     from dlcli.losses import build_loss
-    from dlcli.models import count_parameters
+    from dlcli.machine import peak_rss_mb, resolve_device, set_threads, versions
+    from dlcli.models import count_parameters, on_device
     from dlcli.optim import build_optimizer, build_schedule
     from dlcli.regularization import Penalty, penalized_weights
-    from dlcli.trainer import Trainer, evaluate
+    from dlcli.trainer import Progress, Trainer, evaluate
 
     t = settings.trainer
     device = resolve_device(t.device)
@@ -94,7 +95,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     torch.manual_seed(t.seed)
 
     data = load_data(settings.data, t.seed, t.val_fraction, device)
-    model = model_on_device(settings, data, device)
+    model, data = on_device(settings.model, data, device, settings.trainer.channels_last)
     if resume_state is not None:
         load_weights(model, resume_state, resume_path)
     network = model
@@ -107,13 +108,8 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     loss_fn = build_loss(settings.loss)
     optimizer = build_optimizer(settings.optimizer, model, device)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size, world.size)
-    trainer = Trainer(
-        model=torch.compile(network) if t.compile else network, data=data, loss_fn=loss_fn,
-        penalty=Penalty(settings.regularization, penalized_weights(model)),
-        optimizer=optimizer, optimizer_target=target_of(settings.optimizer),
-        schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
-        settings=t, run_dir=run_dir, config=config, world=world,
-    )
+    penalty = Penalty(settings.regularization, penalized_weights(model))
+    flow = None
     if t.diagnostics and world.main:
         from dlcli.diagnostics import GradientFlow
 
@@ -121,17 +117,25 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         if resume_state is None:
             (run_dir / "diagnostics.jsonl").unlink(missing_ok=True)
             (run_dir / "time_gradients.jsonl").unlink(missing_ok=True)
-        trainer.flow = GradientFlow(model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, trainer.penalty,
-                                    run_dir / "diagnostics.jsonl")
+        flow = GradientFlow(model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, penalty,
+                            run_dir / "diagnostics.jsonl")
+    progress = Progress()
     if resume_state is not None:
-        trainer.resume_from(resume_state)
-        if resume_path.resolve().parent != trainer.checkpoint_dir.resolve():
+        progress = Progress.saved(resume_state)
+        if resume_path.resolve().parent != (run_dir / "checkpoints").resolve():
             # another run's checkpoint, into this folder: its best.pt is not here, so, as Lightning's
             # ModelCheckpoint does in a new dirpath, the best is the best epoch trained here (Trainer.fit)
-            trainer.progress.best_epoch, trainer.progress.best_value = 0, None
-        log.info(f"resumed from {resume_path} after epoch {trainer.progress.epoch}")
-    trainer.logger = logger
-    trainer.tracked = start_tracking(logger, settings.logger, run_dir, config, resume_state, trainer.progress.epoch)
+            progress = dataclasses.replace(progress, best_epoch=0, best_value=None)
+    trainer = Trainer(
+        model=torch.compile(network) if t.compile else network, data=data, loss_fn=loss_fn, penalty=penalty,
+        optimizer=optimizer, optimizer_target=target_of(settings.optimizer),
+        schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
+        settings=t, run_dir=run_dir, config=config, world=world, progress=progress, flow=flow, logger=logger,
+        tracked=start_tracking(logger, settings.logger, run_dir, config, resume_state, progress.epoch),
+    )
+    if resume_state is not None:
+        trainer.resume_from(resume_state)  # after the tracker starts: it may draw random numbers of its own
+        log.info(f"resumed from {resume_path} after epoch {progress.epoch}")
     params = count_parameters(model)
     processes = f", {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'})" if world.size > 1 else ""
     log.info(f"{short_name(settings.model)} ({params:,} parameters) on {short_name(settings.data)}: "
@@ -194,25 +198,6 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     return summary
 
 
-def start_tracking(logger, spec, run_dir: Path, config: dict, resume_state: dict | None, epoch: int) -> dict:
-    """Start the logger's tracked run, continuing the one the resumed checkpoint names if it was the same
-    logger's. A sweep's job is named by its overrides and grouped by its sweep folder (Hydra's files)."""
-    from dlcli.loggers import TrackedRun
-    from dlcli.settings import target_of
-
-    target = target_of(spec) if spec is not None else None
-    before = (resume_state or {}).get("tracked") or {}
-    resume_id = before.get("id") if before.get("target") == target else None
-    sweep = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else None
-    try:
-        overrides = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
-    except OSError:
-        overrides = []
-    name = " ".join(overrides) if sweep and overrides else f"{run_dir.parent.name}/{run_dir.name}"
-    run = TrackedRun(run_dir, config, name, str(sweep) if sweep else None, resume_id, epoch)
-    return {"target": target, "id": logger.start(run)}
-
-
 def _check_world(t, world) -> None:
     from dlcli.errors import ConfigError
 
@@ -222,19 +207,6 @@ def _check_world(t, world) -> None:
     if t.devices not in (1, world.local_size) and world.main:
         log.warning(f"trainer.devices={t.devices} is ignored: the launcher started {world.local_size} processes "
                     "on this machine")
-
-
-def model_on_device(settings: Settings, data, device):
-    """The configured model on `device`; CNNs on CUDA get NHWC weights and batches (trainer.channels_last)."""
-    import torch
-
-    from dlcli.models import build_model
-
-    model = build_model(settings.model, data.input_shape, data.num_classes).to(device)
-    if settings.trainer.channels_last and device.type == "cuda" and len(data.input_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
-        data.channels_last = True
-    return model
 
 
 def _resume_checkpoint(resume: str | None, run_dir: Path, load):

@@ -12,25 +12,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from dlcli.data.builtin import IMAGE_SETS
+from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
 from dlcli.settings import ImageDataSettings, ToyDataSettings, kwargs_of, target_of
 
 # keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
 BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence")
-
-
-@dataclass
-class Loaded:
-    """A dataset as a loader returns it: whole splits as CPU tensors, before the validation split and the device."""
-
-    train_x: torch.Tensor  # uint8 [N, C, H, W] images, or float32 [N, F] features
-    train_y: torch.Tensor  # int64 [N], class indices 0..K-1
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: tuple[str, ...]  # class names, index = label
-    mean: list[float]  # per channel in [0, 1] pixel units for images; per feature for tables (training split)
-    std: list[float]  # idem, every value > 0
-    features: tuple[str, ...] | None = None  # a table's feature names, in column order, when it has them
 
 
 @dataclass
@@ -163,8 +151,6 @@ def data_shape(spec) -> tuple[tuple[int, ...], int]:
     if isinstance(spec, ToyDataSettings):
         return (2,), spec.classes or (3 if spec.name == "spirals" else 2)
     if isinstance(spec, ImageDataSettings):
-        from dlcli.images import IMAGE_SETS
-
         image_set = IMAGE_SETS[spec.name]
         return sequence_shape(image_set.shape, spec.sequence), len(image_set.classes)
     loaded = load_tables(spec, seed=0)

@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dlcli.app import run_guarded
+from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError, DataError
 from dlcli.settings import ImageFolderSettings, allow_list, check_max_pixels, existing_checkpoint, require
 
@@ -42,9 +42,9 @@ def predict(cfg: DictConfig) -> list[dict]:
 
     import torch
 
-    from dlcli.app import set_threads
     from dlcli.files import write_atomic
     from dlcli.inputs import read_inputs, restore
+    from dlcli.machine import set_threads
 
     set_threads(0)
     restored = restore(path, allow_list(cfg.allow), cfg.trainer.device)

@@ -8,9 +8,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dlcli.app import run_guarded
+from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError
-from dlcli.settings import ImageDataSettings, allow_list, existing_checkpoint, leaves, load_settings, require, short_name
+from dlcli.settings import (
+    ImageDataSettings,
+    allow_list,
+    existing_checkpoint,
+    leaves,
+    load_settings,
+    require,
+    short_name,
+)
 
 log = logging.getLogger("dlcli")
 
@@ -36,12 +44,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
     import torch
 
-    from dlcli.app import resolve_device, set_threads, versions
     from dlcli.checkpoint import config_to_rebuild, load_checkpoint, load_weights
     from dlcli.data import load_data
     from dlcli.files import write_json
     from dlcli.losses import build_loss
-    from dlcli.train import model_on_device
+    from dlcli.machine import resolve_device, set_threads, versions
+    from dlcli.models import on_device
     from dlcli.trainer import autocast, evaluate
 
     state = load_checkpoint(path)
@@ -58,7 +66,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     torch.manual_seed(t.seed)
 
     data = load_data(settings.data, t.seed, t.val_fraction, device)
-    model = model_on_device(settings, data, device)  # laid out as in training, for the same numbers
+    model, data = on_device(settings.model, data, device, t.channels_last)  # laid out as in training: same numbers
     load_weights(model, state, path)
     result = evaluate(model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size,
                       lambda: autocast(t.precision, device))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import hydra
 from omegaconf import DictConfig
 
-from dlcli.app import run_guarded
+from dlcli.commands.guard import run_guarded
 from dlcli.errors import CheckFailed
 from dlcli.settings import load_settings, require, short_name
 

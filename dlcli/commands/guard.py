@@ -1,9 +1,8 @@
-"""What every dlcli command shares: error reporting, device choice, thread settings, versions."""
+"""What every dlcli command shares: the run-folder callback, one-line failures and their records."""
 
 import json
 import logging
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dlcli import interrupts
-from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed
+from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed, one_line
 from dlcli.files import hold, holds, release, remove_temporaries, taken_empty, undo, write_json
 
 
@@ -232,10 +231,6 @@ def _sweeper_takes_failures_as_exceptions(hydra) -> bool:
     return "optuna" in str(hydra.sweeper.get("_target_", "")).lower()
 
 
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _only_hydra_files(run_dir: Path) -> bool:
     """A run folder Hydra wrote into for this job (it has .hydra/) holding nothing else but logs."""
     if not (run_dir / ".hydra").is_dir():
@@ -248,93 +243,3 @@ def _remove_run_dir(run_dir: Path) -> None:
     folder, outputs/ ...), only if this process made them."""
     logging.shutdown()  # close Hydra's log file before deleting it
     undo(run_dir)
-
-
-def optional_package(module: str, extra: str, purpose: str, instead: str = "") -> Any:
-    """Import a package of an optional extra, or say in one line which extra brings it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"{purpose} needs the {module} package, which is not installed: install dlcli's {extra} "
-                          f"extra, pip install \"dlcli[{extra}]\" (in a clone of dlcli: pip install -e \".[{extra}]\")"
-                          + (f"; or {instead}" if instead else "")) from None
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.device={name} is invalid: no CUDA GPU is visible here; "
-                              "use trainer.device=cpu or auto")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device={name} is invalid: only {torch.cuda.device_count()} GPU(s), "
-                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
-    return torch.device(name)
-
-
-def set_threads(threads: int, processes: int = 1) -> int:
-    """torch's CPU threads: as configured, else the cores shared out among parallel sweep jobs and
-    the processes of a multi-process run on this machine (two jobs with two threads each on two
-    cores spin on each other and run many times slower)."""
-    import torch
-
-    threads = threads or max(1, (os.cpu_count() or 1) // (parallel_jobs() * processes))
-    torch.set_num_threads(threads)
-    return threads
-
-
-def parallel_jobs() -> int:
-    """How many jobs the Hydra launcher runs at once on this machine (joblib's n_jobs), else 1."""
-    try:
-        launcher = HydraConfig.get().launcher
-    except ValueError:  # not inside a Hydra run
-        return 1
-    if "joblib" not in str(launcher.get("_target_", "")).lower():
-        return 1
-    n_jobs = launcher.get("n_jobs") or 1
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)  # joblib: -1 = all cores
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux), so start-up cost includes imports.
-
-    Both numbers count from boot in 10 ms ticks; /proc/stat's btime would add up to a second of
-    error, being rounded to whole seconds.
-    """
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-    return round(age, 2) if age >= 0 else None  # negative: the two clocks disagree (some containers)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM is per address space, so unlike ru_maxrss it does
-    not count a parent's memory shared with us between fork and exec."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-        return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, StopIteration, ValueError):
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def versions() -> dict:
-    import torch
-
-    from dlcli import __version__
-
-    return {"dlcli": __version__, "torch": torch.__version__, "python": platform.python_version()}

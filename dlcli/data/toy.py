@@ -7,7 +7,7 @@ import torch
 
 def load_toy(name: str, n_samples: int, noise: float, classes: int | None, seed: int):
     """The toy set as dlcli.data.Loaded; the test points are drawn independently of the training points."""
-    from dlcli.data import Loaded
+    from dlcli.data.loaded import Loaded
 
     k = classes or (3 if name == "spirals" else 2)
     train_x, train_y = make_toy(name, n_samples, noise, k, torch.Generator().manual_seed(seed))
