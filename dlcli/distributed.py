@@ -122,6 +122,12 @@ def join(device: str, timeout: float) -> World:
                               "GPU(s) are visible on its machine; start at most one process per GPU")
         torch.cuda.set_device(local_rank)
     _slurm_rendezvous()
+    # torch.distributed.nn.functional takes group.WORLD as its functions' default argument when first
+    # imported, and DistributedDataParallel imports it (through torch._dynamo) once the group exists. Those
+    # defaults then keep the group and gloo's worker threads alive past destroy_process_group, into the
+    # interpreter's shutdown, where a worker that needs the GIL to free a tensor is ended inside a
+    # destructor: std::terminate, SIGABRT. Imported before the group forms, the defaults are None.
+    import torch.distributed.nn.functional
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     except Exception as exc:
