@@ -300,8 +300,11 @@ def leave() -> None:
     if dist is not None and dist.is_available() and dist.is_initialized():
         import gc
 
-        # free what the run left unreferenced (DistributedDataParallel and its reducer hold the group) while
-        # the interpreter is whole: a gloo group destroyed during its shutdown can abort the process
+        # DistributedDataParallel's reducer holds the group too, and on rank 0 it outlives run_training: the
+        # first import of matplotlib (the plots) leaves reference cycles, pyparsing's exceptions with their
+        # tracebacks, that keep run_training's frame alive until a collection happens to run. Collected here,
+        # the group goes with destroy_process_group, whose gloo threads are then joined while the
+        # interpreter is whole (see join).
         gc.collect()
         dist.destroy_process_group()
 
