@@ -123,6 +123,12 @@ def join(device: str, timeout: float) -> World:
                               "GPU(s) are visible on its machine; start at most one process per GPU")
         torch.cuda.set_device(local_rank)
     _slurm_rendezvous()
+    # torch.distributed.nn.functional takes group.WORLD as its functions' default argument when first
+    # imported, and DistributedDataParallel imports it (through torch._dynamo) once the group exists. Those
+    # defaults then keep the group and gloo's worker threads alive past destroy_process_group, into the
+    # interpreter's shutdown, where a worker that needs the GIL to free a tensor is ended inside a
+    # destructor: std::terminate, SIGABRT. Imported before the group forms, the defaults are None.
+    import torch.distributed.nn.functional
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     except Exception as exc:
@@ -294,8 +300,11 @@ def leave() -> None:
     if dist is not None and dist.is_available() and dist.is_initialized():
         import gc
 
-        # free what the run left unreferenced (DistributedDataParallel and its reducer hold the group) while
-        # the interpreter is whole: a gloo group destroyed during its shutdown can abort the process
+        # DistributedDataParallel's reducer holds the group too, and on rank 0 it outlives run_training: the
+        # first import of matplotlib (the plots) leaves reference cycles, pyparsing's exceptions with their
+        # tracebacks, that keep run_training's frame alive until a collection happens to run. Collected here,
+        # the group goes with destroy_process_group, whose gloo threads are then joined while the
+        # interpreter is whole (see join).
         gc.collect()
         dist.destroy_process_group()
 

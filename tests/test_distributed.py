@@ -92,6 +92,40 @@ def test_torchrun_equals_trainer_devices_in_one_folder(runs):
     assert runs["procs"]["torchrun"].stdout.count("test loss") == 1  # rank 1 kept quiet
 
 
+LEAVES = """
+import gc
+import os
+import sys
+import torch
+from dlcli.distributed import join, leave
+
+gc.disable()  # cycles are then freed when leave() collects them, not whenever allocations trigger a collection
+
+
+def train():  # as run_training does: DistributedDataParallel after the group has formed, then the plots
+    join("cpu", 60)
+    net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+    net(torch.ones(3, 4)).sum().backward()
+    import matplotlib.pyplot  # its first import leaves cycles that hold this frame, and net with it
+
+
+train()
+leave()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+open(f"threads.{os.environ['RANK']}", "w").write(" ".join(sorted(threads)))
+"""
+
+
+def test_no_gloo_thread_outlives_the_group(tmp_path):
+    # one left running into the interpreter's shutdown aborted rank 1 now and then (SIGABRT after a good run)
+    (tmp_path / "leaves.py").write_text(LEAVES)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "leaves.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    threads = {r: (tmp_path / f"threads.{r}").read_text().split() for r in (0, 1)}
+    assert not any("gloo" in t for names in threads.values() for t in names), threads
+
+
 def test_checkpoint_of_two_processes(runs, dlcli, tmp_path):
     state = torch.load(runs["two"] / "checkpoints" / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
