@@ -135,7 +135,7 @@ def join(device: str, timeout: float) -> World:
         where_to = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise ProcessesFailed(f"the {size} processes did not form a group within trainer.dist_timeout={timeout:g} "
                               f"s (this is rank {rank_}, meeting at {where_to}: {first_line(exc)}); start all "
-                              "of them with the same MASTER_ADDR and MASTER_PORT, or raise trainer.dist_timeout")
+                              "of them with the same MASTER_ADDR and MASTER_PORT, or raise trainer.dist_timeout") from None
     return world
 
 

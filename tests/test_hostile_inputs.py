@@ -268,7 +268,7 @@ def _stop(proc: subprocess.Popen, signum: int = signal.SIGINT) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"still running {LIMIT + 10:g} s after {signal.Signals(signum).name}: {err[-2000:]}")
+        raise AssertionError(f"still running {LIMIT + 10:g} s after {signal.Signals(signum).name}: {err[-2000:]}") from None
     took = time.monotonic() - sent
     assert took < LIMIT, f"ended {took:.2f} s after the signal"
     assert proc.returncode == 128 + signum, (proc.returncode, err)
