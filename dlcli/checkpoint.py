@@ -38,27 +38,37 @@ def load_checkpoint(path: str | Path) -> dict:
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":  # torch.save writes zip archives (since torch 1.6); a damaged one still starts so
-        raise CheckpointError(f"checkpoint {path} is not a checkpoint (not a file torch.save wrote); pass a .pt file "
-                              "that dlcli train wrote, e.g. outputs/<run>/checkpoints/best.pt")
+        raise CheckpointError(
+            f"checkpoint {path} is not a checkpoint (not a file torch.save wrote); pass a .pt file "
+            "that dlcli train wrote, e.g. outputs/<run>/checkpoints/best.pt"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()
         if any("weights_only" in line.lower() or "unsupported global" in line.lower() for line in reason):
-            raise CheckpointError(f"checkpoint {path} was refused: it holds Python objects that could run code "
-                                  "when loaded, not only tensors and plain data; load only files written by "
-                                  "dlcli") from None
-        raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({reason[0] if reason else exc}); "
-                              "use another file, e.g. checkpoints/last.pt of the same run") from None
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it holds Python objects that could run code "
+                "when loaded, not only tensors and plain data; load only files written by "
+                "dlcli"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a checkpoint ({reason[0] if reason else exc}); "
+            "use another file, e.g. checkpoints/last.pt of the same run"
+        ) from None
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); use another file, "
-                              "e.g. checkpoints/last.pt of the same run") from None
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); use another file, "
+            "e.g. checkpoints/last.pt of the same run"
+        ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
         raise CheckpointError(f"{path} is not a dlcli checkpoint (it lacks {', '.join(REQUIRED)})")
     if not isinstance(state["format"], int) or state["format"] > FORMAT:
-        raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
-                              f"{state['format']}, newer than this dlcli {__version__} reads ({FORMAT}); upgrade dlcli")
+        raise CheckpointError(
+            f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+            f"{state['format']}, newer than this dlcli {__version__} reads ({FORMAT}); upgrade dlcli"
+        )
     return state
 
 
@@ -79,9 +89,11 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"checkpoint {path} holds no config to rebuild the model from")
     if state["format"] < 3:
-        raise ConfigError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
-                          f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
-                          "rebuild its model: train it again")
+        raise ConfigError(
+            f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+            f"{state['format']}, before configs named what they build (_target_); this dlcli cannot "
+            "rebuild its model: train it again"
+        )
     # where training was tracked matters to none of them, so the logger is neither checked nor built
     config = {key: value for key, value in config.items() if key != "logger"}
     data = config.get("data")
@@ -92,16 +104,19 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
     check_targets(config, allow, f"checkpoint {path}")
     for group in ("data", "trainer"):
         if not isinstance(config.get(group), dict):
-            raise ConfigError(f"checkpoint {path} holds no {group} section in its config; use a checkpoint that "
-                              "dlcli train wrote")
+            raise ConfigError(
+                f"checkpoint {path} holds no {group} section in its config; use a checkpoint that dlcli train wrote"
+            )
     return {**config, "data": dict(config["data"]), "trainer": {**config["trainer"], "resume": None}}
 
 
 def check_resumable(state: dict, path: str | Path) -> None:
     if state["format"] < RESUMABLE:
-        raise CheckpointError(f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
-                              f"{state['format']}, whose optimizer state this dlcli {__version__} cannot resume; "
-                              "start a new run")
+        raise CheckpointError(
+            f"checkpoint {path} was written by dlcli {state.get('dlcli_version')} in format "
+            f"{state['format']}, whose optimizer state this dlcli {__version__} cannot resume; "
+            "start a new run"
+        )
 
 
 def load_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:

@@ -17,9 +17,18 @@ COMMANDS = {
     "train": ("dlcli.commands.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
     "eval": ("dlcli.commands.eval", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
     "report": ("dlcli.commands.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
-    "predict": ("dlcli.commands.predict", "classify new inputs:  dlcli predict checkpoint=<run>/checkpoints/best.pt inputs=DIR"),
-    "export": ("dlcli.commands.export", "ONNX or TorchScript:  dlcli export checkpoint=<run>/checkpoints/best.pt format=onnx"),
-    "gradcheck": ("dlcli.commands.gradcheck", "backprop vs numerical gradients:  dlcli gradcheck model=lenet data=mnist"),
+    "predict": (
+        "dlcli.commands.predict",
+        "classify new inputs:  dlcli predict checkpoint=<run>/checkpoints/best.pt inputs=DIR",
+    ),
+    "export": (
+        "dlcli.commands.export",
+        "ONNX or TorchScript:  dlcli export checkpoint=<run>/checkpoints/best.pt format=onnx",
+    ),
+    "gradcheck": (
+        "dlcli.commands.gradcheck",
+        "backprop vs numerical gradients:  dlcli gradcheck model=lenet data=mnist",
+    ),
     "summary": ("dlcli.commands.summary", "the model as a table:  dlcli summary model=lenet data=mnist"),
 }
 PLAIN = {"report"}  # commands with their own argparse line rather than Hydra's
@@ -48,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[0] not in COMMANDS:
         near = difflib.get_close_matches(args[0], COMMANDS, n=1)
-        print(f"dlcli: unknown command {args[0]!r}; the commands are: {', '.join(COMMANDS)} "
-              + (f"(did you mean {near[0]}?)" if near else "(see dlcli --help)"), file=sys.stderr)
+        print(
+            f"dlcli: unknown command {args[0]!r}; the commands are: {', '.join(COMMANDS)} "
+            + (f"(did you mean {near[0]}?)" if near else "(see dlcli --help)"),
+            file=sys.stderr,
+        )
         return 2
     if args[0] not in PLAIN and ({"-sc", "--shell-completion"} & set(args[1:])):
         from dlcli.completion import shell_completion
@@ -116,17 +128,25 @@ def _run(args: list[str]) -> int:
             raise
         from dlcli.settings import composition_error
 
-        message = (unreadable_override(exc, args[0], args[1:]) or unknown_key_message(exc, args[0], args[1:])
-                   or composition_error(exc) or hydra_message(exc))
+        message = (
+            unreadable_override(exc, args[0], args[1:])
+            or unknown_key_message(exc, args[0], args[1:])
+            or composition_error(exc)
+            or hydra_message(exc)
+        )
         print(f"dlcli: error: {message}", file=sys.stderr)
         return 2
     return 0
 
 
-NO_SWEEP_UNDER_TORCHRUN = ("-m sweeps do not run under torchrun, whose processes would each start the sweep; run the "
-                           "sweep with dlcli itself and give each job its processes: dlcli train -m trainer.devices=N ...")
-NO_SLURM = ("SLURM is not available here (no srun command); use hydra/launcher=submitit_local to try the same "
-            "submitit path on this machine, or submit from a SLURM login node")
+NO_SWEEP_UNDER_TORCHRUN = (
+    "-m sweeps do not run under torchrun, whose processes would each start the sweep; run the "
+    "sweep with dlcli itself and give each job its processes: dlcli train -m trainer.devices=N ..."
+)
+NO_SLURM = (
+    "SLURM is not available here (no srun command); use hydra/launcher=submitit_local to try the same "
+    "submitit path on this machine, or submit from a SLURM login node"
+)
 
 
 def _unused_by_eval(overrides: list[str]) -> str | None:
@@ -151,8 +171,19 @@ def home_expanded(arg: str) -> str:
 
 
 # Hydra's options that take the next word as their value
-_OPTION_VALUES = {"-c", "--cfg", "-p", "--package", "-cn", "--config-name", "-cp", "--config-path", "-cd",
-                  "--config-dir", "--experimental-rerun"}
+_OPTION_VALUES = {
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-cn",
+    "--config-name",
+    "-cp",
+    "--config-path",
+    "-cd",
+    "--config-dir",
+    "--experimental-rerun",
+}
 
 
 def unreadable_override(exc: BaseException, command: str, args: list[str]) -> str | None:
@@ -174,15 +205,19 @@ def unreadable_override(exc: BaseException, command: str, args: list[str]) -> st
         key, eq, value = word.partition("=")
         if not eq and i > 0 and "=" in words[i - 1]:  # `inputs=my photos/`: the shell split one value in two
             joined_key, _, start = words[i - 1].partition("=")
-            return (f"{word!r} is not an override (key=value): the shell split a value with a space in it; quote "
-                    f"the whole value, once for Hydra and once for the shell: \"{joined_key}='{start} {word}'\"")
+            return (
+                f"{word!r} is not an override (key=value): the shell split a value with a space in it; quote "
+                f"the whole value, once for Hydra and once for the shell: \"{joined_key}='{start} {word}'\""
+            )
         if eq and not lexer:
             return None  # `optimizer.lr=[1,`: Hydra's own words say where the syntax breaks
         if not eq:
             return f"{word!r} is not an override: write key=value or group=option (dlcli {command} --help lists them)"
-        return (f"the value of {key} cannot be read unquoted ({value!r} holds a character that Hydra's override "
-                f"grammar takes only in quotes, such as a non-ASCII letter); quote it, once for Hydra and once "
-                f"for the shell: \"{key}='{value}'\"")
+        return (
+            f"the value of {key} cannot be read unquoted ({value!r} holds a character that Hydra's override "
+            f"grammar takes only in quotes, such as a non-ASCII letter); quote it, once for Hydra and once "
+            f"for the shell: \"{key}='{value}'\""
+        )
     return None
 
 
@@ -212,8 +247,10 @@ def unknown_key_message(exc: BaseException, command: str, overrides: list[str]) 
     prefix = "".join(p + "." for p in path)
     hint = f"did you mean {prefix}{near[0]}? " if near else ""
     if len(path) == 1 and allowed == ["_target_"] and node["_target_"] is None:  # logger=none, scheduler=none
-        return (f"{key} is not a key: the {path[0]} option chosen has no keys; choose one that does first, e.g. "
-                f"{path[0]}=<option> {key}=...")
+        return (
+            f"{key} is not a key: the {path[0]} option chosen has no keys; choose one that does first, e.g. "
+            f"{path[0]}=<option> {key}=..."
+        )
     if len(path) > 1:  # a section inside an option, e.g. trainer.early_stopping
         return f"{key} is not a key of {prefix[:-1]}; {hint}its keys are: {', '.join(allowed)}"
     if path:

@@ -29,8 +29,10 @@ COMP_WORDBREAKS=${COMP_WORDBREAKS//=}
 complete -o nospace -o default -F _dlcli_completion dlcli
 """
 
-USAGE = ("the shell completion of dlcli is for bash (and zsh with bashcompinit): "
-         'eval "$(dlcli train -sc install=bash)"; remove it with eval "$(dlcli train -sc uninstall=bash)"')
+USAGE = (
+    "the shell completion of dlcli is for bash (and zsh with bashcompinit): "
+    'eval "$(dlcli train -sc install=bash)"; remove it with eval "$(dlcli train -sc uninstall=bash)"'
+)
 
 
 def shell_completion(command: str, args: list[str], commands: dict[str, str], plain: set[str]) -> int:

@@ -57,10 +57,15 @@ class GradientFlow:
         rows = []
         for i, (name, layer) in enumerate(self.layers):
             w, g = layer.weight.detach(), layer.weight.grad
-            row = {"epoch": epoch, "layer": name, "depth": i + 1,
-                   "grad_norm": float(g.norm()), "grad_mean_abs": float(g.abs().mean()),
-                   "weight_norm": float(w.norm()),
-                   "update_ratio": float((w - self.before[name]).norm() / self.before[name].norm().clamp_min(1e-12))}
+            row = {
+                "epoch": epoch,
+                "layer": name,
+                "depth": i + 1,
+                "grad_norm": float(g.norm()),
+                "grad_mean_abs": float(g.abs().mean()),
+                "weight_norm": float(w.norm()),
+                "update_ratio": float((w - self.before[name]).norm() / self.before[name].norm().clamp_min(1e-12)),
+            }
             if i < len(activations):  # the activation that follows layer i (the output layer has none)
                 kind, h = activations[i]
                 if kind is nn.ReLU:
@@ -75,11 +80,12 @@ class GradientFlow:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
         return rows
 
-
     def _record_time(self, epoch: int) -> None:
         states, self.model.states = self.model.states, []
-        rows = [{"epoch": epoch, "step": t + 1, "grad_norm": float(h.grad.norm()) if h.grad is not None else 0.0}
-                for t, h in enumerate(states)]
+        rows = [
+            {"epoch": epoch, "step": t + 1, "grad_norm": float(h.grad.norm()) if h.grad is not None else 0.0}
+            for t, h in enumerate(states)
+        ]
         self.time_rows += rows
         with open(self.time_path, "a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))

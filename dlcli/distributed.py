@@ -119,8 +119,10 @@ def join(device: str, timeout: float) -> World:
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"process {rank_} has local rank {local_rank} but only {torch.cuda.device_count()} "
-                              "GPU(s) are visible on its machine; start at most one process per GPU")
+            raise ConfigError(
+                f"process {rank_} has local rank {local_rank} but only {torch.cuda.device_count()} "
+                "GPU(s) are visible on its machine; start at most one process per GPU"
+            )
         torch.cuda.set_device(local_rank)
     _slurm_rendezvous()
     # torch.distributed.nn.functional takes group.WORLD as its functions' default argument when first
@@ -129,13 +131,16 @@ def join(device: str, timeout: float) -> World:
     # interpreter's shutdown, where a worker that needs the GIL to free a tensor is ended inside a
     # destructor: std::terminate, SIGABRT. Imported before the group forms, the defaults are None.
     import torch.distributed.nn.functional
+
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     except Exception as exc:
         where_to = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-        raise ProcessesFailed(f"the {size} processes did not form a group within trainer.dist_timeout={timeout:g} "
-                              f"s (this is rank {rank_}, meeting at {where_to}: {first_line(exc)}); start all "
-                              "of them with the same MASTER_ADDR and MASTER_PORT, or raise trainer.dist_timeout") from None
+        raise ProcessesFailed(
+            f"the {size} processes did not form a group within trainer.dist_timeout={timeout:g} "
+            f"s (this is rank {rank_}, meeting at {where_to}: {first_line(exc)}); start all "
+            "of them with the same MASTER_ADDR and MASTER_PORT, or raise trainer.dist_timeout"
+        ) from None
     return world
 
 
@@ -147,8 +152,9 @@ def _slurm_rendezvous() -> None:
     if "MASTER_ADDR" not in env:
         nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "localhost")
         if "[" in nodes:  # a compressed list such as gpu[01-04]: SLURM expands it
-            nodes = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
-                                   check=True).stdout
+            nodes = subprocess.run(
+                ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+            ).stdout
         env["MASTER_ADDR"] = nodes.replace(",", " ").split()[0]
     env.setdefault("MASTER_PORT", str(15000 + int(env.get("SLURM_JOB_ID", 0)) % 20000))
     env["RANK"], env["WORLD_SIZE"] = env["SLURM_PROCID"], env["SLURM_STEP_NUM_TASKS"]
@@ -161,8 +167,10 @@ def agree_on_folder(config: Any, option: str, folder: Path, take: Callable[[], N
     others follow it, leaving it to rank 0 to hold and write (they write no .hydra/ and no log)."""
     from omegaconf import OmegaConf, open_dict, read_write
 
-    world = join(str(OmegaConf.select(config, "trainer.device", default="auto")),
-                 float(OmegaConf.select(config, "trainer.dist_timeout", default=300.0)))
+    world = join(
+        str(OmegaConf.select(config, "trainer.device", default="auto")),
+        float(OmegaConf.select(config, "trainer.dist_timeout", default=300.0)),
+    )
     import torch.distributed as dist
 
     decision: list[Any] = [None]
@@ -208,14 +216,27 @@ def launch(run: Callable[..., dict], settings, config: dict, run_dir: Path, resu
     check_devices(t.device, t.devices, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     logging_config = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
     launch_config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=t.devices, run_id=f"dlcli-{os.getpid()}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # torchrun --standalone: a free port on this machine
-        rdzv_configs={"timeout": int(t.dist_timeout)}, max_restarts=0, monitor_interval=0.1, start_method="spawn",
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=t.devices,
+        run_id=f"dlcli-{os.getpid()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # torchrun --standalone: a free port on this machine
+        rdzv_configs={"timeout": int(t.dist_timeout)},
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
     )
     # the agent's own report of a failure is a traceback per process; dlcli gives one line
-    quiet = [] if os.environ.get("DLCLI_DEBUG") else [
-        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing"))]
+    quiet = (
+        []
+        if os.environ.get("DLCLI_DEBUG")
+        else [
+            logging.getLogger(name)
+            for name in list(logging.root.manager.loggerDict)
+            if name.startswith(("torch.distributed.elastic", "torch.multiprocessing"))
+        ]
+    )
     levels = {logger: logger.level for logger in quiet}
     for logger in quiet:
         logger.setLevel(logging.CRITICAL)
@@ -229,7 +250,9 @@ def launch(run: Callable[..., dict], settings, config: dict, run_dir: Path, resu
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         with interrupts.graceful(repeated=True):  # the processes stop on their own, each with its last.pt
-            results = elastic_launch(launch_config, _worker)(run, settings, config, str(run_dir), resume, logging_config)
+            results = elastic_launch(launch_config, _worker)(
+                run, settings, config, str(run_dir), resume, logging_config
+            )
     except ChildFailedError as exc:
         codes = {f.exitcode for f in exc.failures.values()}
         stopped = codes & {128 + signal.SIGINT, 128 + signal.SIGTERM}
@@ -256,12 +279,16 @@ def check_devices(device: str, devices: int, gpus: int) -> None:
     if devices == 1 or device == "cpu" or (device == "auto" and gpus == 0):
         return
     if device.startswith("cuda:"):
-        raise ConfigError(f"trainer.device={device} names one GPU, but trainer.devices={devices} needs one per "
-                          f"process; use trainer.device=cuda (processes take cuda:0 to cuda:{devices - 1}) or choose "
-                          "the GPUs with CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            f"trainer.device={device} names one GPU, but trainer.devices={devices} needs one per "
+            f"process; use trainer.device=cuda (processes take cuda:0 to cuda:{devices - 1}) or choose "
+            "the GPUs with CUDA_VISIBLE_DEVICES"
+        )
     if devices > gpus:
-        raise ConfigError(f"trainer.devices={devices} is more than the {gpus} GPU(s) visible here; use "
-                          f"trainer.devices=1..{max(gpus, 1)}, or trainer.device=cpu for {devices} CPU processes")
+        raise ConfigError(
+            f"trainer.devices={devices} is more than the {gpus} GPU(s) visible here; use "
+            f"trainer.devices=1..{max(gpus, 1)}, or trainer.device=cpu for {devices} CPU processes"
+        )
 
 
 def _worker(run: Callable[..., dict], settings, config: dict, run_dir: str, resume: str, logging_config: dict):
@@ -329,8 +356,10 @@ def lost_contact(exc: BaseException) -> bool:
 
 
 def lost_contact_line(exc: BaseException) -> str:
-    return (f"rank {rank()} lost contact with the other processes ({first_line(exc)}); another process ended or "
-            "the network failed; after fixing the cause, continue with trainer.resume=auto and the same hydra.run.dir")
+    return (
+        f"rank {rank()} lost contact with the other processes ({first_line(exc)}); another process ended or "
+        "the network failed; after fixing the cause, continue with trainer.resume=auto and the same hydra.run.dir"
+    )
 
 
 def failure_line(failures: dict, resume: str, run_dir: Path) -> str:
@@ -340,10 +369,14 @@ def failure_line(failures: dict, resume: str, run_dir: Path) -> str:
     killed = sorted((r, f) for r, f in failures.items() if f.exitcode < 0)
     r, f = killed[0] if killed else min(failures.items(), key=lambda item: (item[1].timestamp, item[0]))
     if f.exitcode > 0:  # an error, reported by the process itself above: resuming would meet it again
-        return f"process rank {r} (pid {f.pid}) failed with exit code {f.exitcode} (its error is above); the other " \
-               "processes were stopped"
-    what = f"process rank {r} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}; the other processes " \
-           "were stopped"
+        return (
+            f"process rank {r} (pid {f.pid}) failed with exit code {f.exitcode} (its error is above); the other "
+            "processes were stopped"
+        )
+    what = (
+        f"process rank {r} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}; the other processes "
+        "were stopped"
+    )
     if (run_dir / "checkpoints" / "last.pt").exists():
         return f"{what}; continue from the last checkpoint with: {resume}"
     return f"{what} before the first checkpoint; start again with the same command"
@@ -358,5 +391,3 @@ def _interrupted(signum: int, run_dir: Path, resume: str) -> Interrupted:
         return Interrupted(int(signum), 0, 0, saved=False)
     state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
     return Interrupted(int(signum), state.get("epoch", 0), state.get("step", 0), resume)
-
-

@@ -53,11 +53,14 @@ class Interrupted(DlcliError):
         self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as the shell reports them
         name = signal.Signals(signum).name
         if not saved:
-            super().__init__(f"{name}: stopped while starting, before any checkpoint; start again with the same "
-                             "command")
+            super().__init__(
+                f"{name}: stopped while starting, before any checkpoint; start again with the same command"
+            )
             return
-        super().__init__(f"{name}: stopped at epoch {epoch}, step {step} with checkpoints/last.pt saved"
-                         + (f"; resume with: {resume}" if resume else ""))
+        super().__init__(
+            f"{name}: stopped at epoch {epoch}, step {step} with checkpoints/last.pt saved"
+            + (f"; resume with: {resume}" if resume else "")
+        )
 
     def __reduce__(self):  # a worker process hands it to the launching process (pickled)
         return Interrupted, (self.signum, self.epoch, self.step, self.resume, self.saved)

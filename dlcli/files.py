@@ -49,8 +49,10 @@ def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False)
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc)
-            raise OutputError(f"could not write {path} ({reason}); the previous version, if any, is intact; "
-                              "free some disk space or write elsewhere with hydra.run.dir=...") from None
+            raise OutputError(
+                f"could not write {path} ({reason}); the previous version, if any, is intact; "
+                "free some disk space or write elsewhere with hydra.run.dir=..."
+            ) from None
         raise
 
 
@@ -122,8 +124,10 @@ def hold(folder: Path, option: str = "hydra.run.dir", check: Callable[[], None] 
             if lock_made:
                 lock.unlink(missing_ok=True)
             _unmake(folder, made)
-            raise FolderInUse(f"{folder} is in use by another dlcli run (pid {pid}); wait for it to end or stop "
-                              f"it, or write elsewhere with another {option}") from None
+            raise FolderInUse(
+                f"{folder} is in use by another dlcli run (pid {pid}); wait for it to end or stop "
+                f"it, or write elsewhere with another {option}"
+            ) from None
         try:
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                 break
@@ -238,8 +242,13 @@ def remove_temporaries(folder: Path, *inside: str) -> None:
 
 def kind(mode: int) -> str:
     """What a file that is not a regular one is, in words."""
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -253,8 +262,9 @@ def check_regular(path: Path, key: str, expected: str) -> None:
     except OSError:
         return  # missing: the caller's own message says so
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise DataError(f"{key}={path} is a {kind(mode)}, not a regular file: dlcli reads only regular files; "
-                        f"pass {expected}")
+        raise DataError(
+            f"{key}={path} is a {kind(mode)}, not a regular file: dlcli reads only regular files; pass {expected}"
+        )
 
 
 def open_regular(path: Path) -> BinaryIO:

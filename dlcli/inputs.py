@@ -87,8 +87,9 @@ def _record_from_data(settings) -> dict:
     return load_data(settings.data, t.seed, t.val_fraction, torch.device("cpu")).record()
 
 
-def read_inputs(path: Path, record: dict,
-                max_pixels: int = ImageFolderSettings.max_pixels) -> tuple[list[str], torch.Tensor]:
+def read_inputs(
+    path: Path, record: dict, max_pixels: int = ImageFolderSettings.max_pixels
+) -> tuple[list[str], torch.Tensor]:
     """(a name per input, the inputs): an image, a folder of images, an .npy array or a CSV, as floats
     the Prepared model takes. One line for anything it cannot use; images of more than `max_pixels`
     pixels are refused before they are decoded."""
@@ -105,8 +106,10 @@ def read_inputs(path: Path, record: dict,
         _needs(record, "images", path)
         names, x = [str(path)], _images([path], record, max_pixels)
     else:
-        raise DataError(f"inputs={path} is not an input dlcli can read: give an image "
-                        f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images, an .npy array or a .csv table")
+        raise DataError(
+            f"inputs={path} is not an input dlcli can read: give an image "
+            f"({', '.join(IMAGE_EXTENSIONS)}), a folder of images, an .npy array or a .csv table"
+        )
     if len(x) == 0:
         raise DataError(f"inputs={path} holds no samples; give at least one")
     return names, x
@@ -118,8 +121,9 @@ def _images_under(folder: Path) -> list[Path]:
     found = scan.files_under(folder)
     scan.skipped.report(f"inputs={folder}")
     if not found:
-        raise DataError(f"inputs={folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); point it at an image "
-                        "or a folder of them")
+        raise DataError(
+            f"inputs={folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); point it at an image or a folder of them"
+        )
     return sorted(found)
 
 
@@ -139,14 +143,18 @@ def _array(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
             array = np.load(f, allow_pickle=False)  # loading a pickle could run code
     except ValueError as exc:
         if "pickle" not in str(exc) and "Object arrays" not in str(exc):
-            raise DataError(f"inputs={path} could not be read as an .npy array ({_first(exc)}); save it with "
-                            "np.save") from None
-        raise DataError(f"inputs={path} is a Python pickle or an array of Python objects, not an .npy array of "
-                        "numbers: dlcli does not unpickle files, as that can run code; save a numeric array with "
-                        "np.save(path, array)") from None
+            raise DataError(
+                f"inputs={path} could not be read as an .npy array ({_first(exc)}); save it with np.save"
+            ) from None
+        raise DataError(
+            f"inputs={path} is a Python pickle or an array of Python objects, not an .npy array of "
+            "numbers: dlcli does not unpickle files, as that can run code; save a numeric array with "
+            "np.save(path, array)"
+        ) from None
     except Exception as exc:
-        raise DataError(f"inputs={path} could not be read as an .npy array ({_first(exc)}); save it with np.save"
-                        ) from None
+        raise DataError(
+            f"inputs={path} could not be read as an .npy array ({_first(exc)}); save it with np.save"
+        ) from None
     if array.dtype.kind not in "uif":
         raise DataError(f"inputs={path} holds {array.dtype} values; it needs numbers")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -157,13 +165,16 @@ def _array(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
         x = _image_batch(x, shape, path, array.shape)
         if array.dtype.kind in "ui":  # whole numbers are 8-bit pixel values
             if array.size and (array.min() < 0 or array.max() > 255):
-                raise DataError(f"inputs={path} holds integers outside 0-255; give 8-bit pixel values, or floats "
-                                "in [0, 1]")
+                raise DataError(
+                    f"inputs={path} holds integers outside 0-255; give 8-bit pixel values, or floats in [0, 1]"
+                )
             x = x.float() / 255
         else:
             if array.size and (array.min() < 0 or array.max() > 1):
-                raise DataError(f"inputs={path} holds floats outside [0, 1] (from {array.min():g} to "
-                                f"{array.max():g}); give pixels in [0, 1] (divide 0-255 values by 255), or uint8")
+                raise DataError(
+                    f"inputs={path} holds floats outside [0, 1] (from {array.min():g} to "
+                    f"{array.max():g}); give pixels in [0, 1] (divide 0-255 values by 255), or uint8"
+                )
             x = x.float()
     else:
         x = x.float().reshape(1, -1) if x.dim() == 1 else x.float()
@@ -180,8 +191,10 @@ def _image_batch(x: torch.Tensor, shape: tuple[int, ...], path: Path, given: tup
     elif x.dim() == 3:
         x = x.unsqueeze(0)
     if tuple(x.shape[1:]) != shape:
-        raise DataError(f"inputs={path} has shape {tuple(given)}; this model takes images of shape "
-                        f"N×{'×'.join(map(str, shape))} (pixels 0-255 as uint8, or floats in [0, 1])")
+        raise DataError(
+            f"inputs={path} has shape {tuple(given)}; this model takes images of shape "
+            f"N×{'×'.join(map(str, shape))} (pixels 0-255 as uint8, or floats in [0, 1])"
+        )
     return x
 
 
@@ -200,8 +213,10 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     if names:
         missing = [n for n in names if n not in head]
         if missing:
-            raise DataError(f"inputs={path} lacks the feature columns {', '.join(missing[:10])} in its header row; "
-                            f"it needs every column the model was trained on: {', '.join(names[:20])}")
+            raise DataError(
+                f"inputs={path} lacks the feature columns {', '.join(missing[:10])} in its header row; "
+                f"it needs every column the model was trained on: {', '.join(names[:20])}"
+            )
         columns, first = [head.index(n) for n in names], 1
     else:
         header = any(c and not _is_number(c) for c in head)  # a row with an empty cell is data (and refused)
@@ -211,8 +226,10 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
         try:
             values[i] = [float(row[c]) for c in columns]
         except (ValueError, IndexError):
-            raise DataError(f"inputs={path} row {first + i + 1} has a missing or non-numeric feature value; every "
-                            "feature needs a number") from None
+            raise DataError(
+                f"inputs={path} row {first + i + 1} has a missing or non-numeric feature value; every "
+                "feature needs a number"
+            ) from None
     if not np.isfinite(values).all():
         raise DataError(f"inputs={path} holds NaN or infinite values; every feature needs a finite number")
     x = torch.from_numpy(values)
@@ -228,12 +245,17 @@ def _feature_count(x: torch.Tensor, record: dict, path: Path) -> None:
     wanted = record["shape"][0]
     if x.dim() != 2 or x.shape[1] != wanted:
         got = x.shape[1] if x.dim() == 2 else f"shape {tuple(x.shape)}"
-        raise DataError(f"inputs={path} has {got} features per row; this model takes {wanted} (one row per "
-                        "sample, as in its training data)")
+        raise DataError(
+            f"inputs={path} has {got} features per row; this model takes {wanted} (one row per "
+            "sample, as in its training data)"
+        )
 
 
 def _needs(record: dict, kind: str, path: Path) -> None:
     if record["kind"] != kind:
-        takes = ("images: an image file, a folder of them or an .npy array" if record["kind"] == "images"
-                 else "feature rows: a .csv table or an .npy array")
+        takes = (
+            "images: an image file, a folder of them or an .npy array"
+            if record["kind"] == "images"
+            else "feature rows: a .csv table or an .npy array"
+        )
         raise ConfigError(f"inputs={path} holds {kind}, but this model takes {takes}")

@@ -69,9 +69,11 @@ def build_logger(spec: Any) -> Logger:
     try:  # not hydra's get_class, which logs its own three-line error first
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"logger._target_={target} cannot be imported ({type(exc).__name__}: {first_line(exc)}); "
-                          "put its module in the folder you run dlcli from or on PYTHONPATH, and name a class with "
-                          "start, log_epoch and finish methods (see dlcli.loggers.Logger)") from None
+        raise ConfigError(
+            f"logger._target_={target} cannot be imported ({type(exc).__name__}: {first_line(exc)}); "
+            "put its module in the folder you run dlcli from or on PYTHONPATH, and name a class with "
+            "start, log_epoch and finish methods (see dlcli.loggers.Logger)"
+        ) from None
     missing = [m for m in ("start", "log_epoch", "finish") if not callable(getattr(cls, m, None))]
     if missing:
         raise ConfigError(f"logger._target_={target} lacks {', '.join(missing)}: subclass dlcli.loggers.Logger")
@@ -95,8 +97,10 @@ class Guarded(Logger):
         except DlcliError:
             raise
         except Exception as exc:
-            raise ConfigError(f"logger={self.name} could not start its run ({type(exc).__name__}: {first_line(exc)}); check the "
-                              "logger.* settings, or choose logger=none") from None
+            raise ConfigError(
+                f"logger={self.name} could not start its run ({type(exc).__name__}: {first_line(exc)}); check the "
+                "logger.* settings, or choose logger=none"
+            ) from None
 
     def log_epoch(self, row: dict) -> None:
         self._call(self.inner.log_epoch, row)
@@ -111,9 +115,10 @@ class Guarded(Logger):
             method(*args)
         except Exception as exc:
             self.failed = True
-            log.warning(f"logger={self.name} failed ({type(exc).__name__}: {first_line(exc)}); training goes on without it, "
-                        "with metrics.jsonl and metrics.csv as its record")
-
+            log.warning(
+                f"logger={self.name} failed ({type(exc).__name__}: {first_line(exc)}); training goes on without it, "
+                "with metrics.jsonl and metrics.csv as its record"
+            )
 
 
 @contextlib.contextmanager
@@ -180,8 +185,9 @@ class MLflow(Logger):
 
     STATUS = {"ok": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
-    def __init__(self, tracking_uri: str = "sqlite:///outputs/mlflow.db", experiment: str = "dlcli",
-                 artifacts: bool = True) -> None:
+    def __init__(
+        self, tracking_uri: str = "sqlite:///outputs/mlflow.db", experiment: str = "dlcli", artifacts: bool = True
+    ) -> None:
         optional_package("mlflow", "mlflow", "logger=mlflow", "choose logger=none")
         self.tracking_uri, self.experiment, self.artifacts = tracking_uri, experiment, artifacts
 
@@ -199,8 +205,10 @@ class MLflow(Logger):
                 self.run_id = run.resume_id
                 return self.run_id
             except Exception:  # another store than the run was tracked in, or the run was deleted there
-                log.warning(f"logger=mlflow: the run {run.resume_id} of the checkpoint is not in {uri}; the resumed "
-                            "run is tracked as a new one")
+                log.warning(
+                    f"logger=mlflow: the run {run.resume_id} of the checkpoint is not in {uri}; the resumed "
+                    "run is tracked as a new one"
+                )
         experiment = self.client.get_experiment_by_name(self.experiment)
         if experiment is not None:
             experiment_id = experiment.experiment_id
@@ -217,7 +225,7 @@ class MLflow(Logger):
 
         values = [Param(k, str(v)[:6000]) for k, v in params(run.config).items()]
         for i in range(0, len(values), 100):  # the store takes at most 100 params per call
-            self.client.log_batch(self.run_id, params=values[i:i + 100])
+            self.client.log_batch(self.run_id, params=values[i : i + 100])
         return self.run_id
 
     def log_epoch(self, row: dict) -> None:
@@ -250,9 +258,11 @@ def _check_server(uri: str) -> None:
     try:
         socket.create_connection((parts.hostname, port), timeout=5).close()
     except OSError as exc:
-        raise ConfigError(f"logger.tracking_uri={uri}: no MLflow server answers at {parts.hostname}:{port} "
-                          f"({exc.strerror or exc}); start it, or track into a local file with "
-                          "logger.tracking_uri=sqlite:///outputs/mlflow.db") from None
+        raise ConfigError(
+            f"logger.tracking_uri={uri}: no MLflow server answers at {parts.hostname}:{port} "
+            f"({exc.strerror or exc}); start it, or track into a local file with "
+            "logger.tracking_uri=sqlite:///outputs/mlflow.db"
+        ) from None
 
 
 def _tracking_store(uri: str) -> tuple[str, str | None]:
@@ -261,12 +271,14 @@ def _tracking_store(uri: str) -> tuple[str, str | None]:
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return uri, None
-    path = Path(uri[len(prefix):]).expanduser().absolute()  # four slashes (an absolute path) stay absolute
+    path = Path(uri[len(prefix) :]).expanduser().absolute()  # four slashes (an absolute path) stay absolute
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"logger.tracking_uri={uri} is invalid: cannot make {path.parent} ({exc.strerror}); "
-                          "choose a writable place, e.g. logger.tracking_uri=sqlite:///outputs/mlflow.db") from None
+        raise ConfigError(
+            f"logger.tracking_uri={uri} is invalid: cannot make {path.parent} ({exc.strerror}); "
+            "choose a writable place, e.g. logger.tracking_uri=sqlite:///outputs/mlflow.db"
+        ) from None
     return f"{prefix}{path}", (path.parent / "mlartifacts").as_uri()
 
 
@@ -281,9 +293,18 @@ class WandB(Logger):
 
     def start(self, run: TrackedRun) -> str | None:
         wandb = self.wandb
-        self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run.run_dir),
-                              name=run.name, group=run.group, id=run.resume_id, resume="allow" if run.resume_id else None,
-                              config=params(run.config), settings=wandb.Settings(silent=True, console="off"))
+        self.run = wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            dir=str(run.run_dir),
+            name=run.name,
+            group=run.group,
+            id=run.resume_id,
+            resume="allow" if run.resume_id else None,
+            config=params(run.config),
+            settings=wandb.Settings(silent=True, console="off"),
+        )
         return self.run.id
 
     def log_epoch(self, row: dict) -> None:

@@ -53,10 +53,14 @@ def build_loss(spec) -> nn.Module:
         loss = instantiate({"_target_": target_of(spec), **kwargs_of(spec)}, _convert_="all")
     except Exception as exc:
         cause = exc.__cause__ or exc
-        raise ConfigError(f"loss._target_={target_of(spec)} could not be built ({type(cause).__name__}: "
-                          f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}); name a loss module "
-                          "called as loss(logits, labels), e.g. dlcli.losses.CrossEntropy") from None
+        raise ConfigError(
+            f"loss._target_={target_of(spec)} could not be built ({type(cause).__name__}: "
+            f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}); name a loss module "
+            "called as loss(logits, labels), e.g. dlcli.losses.CrossEntropy"
+        ) from None
     if not isinstance(loss, nn.Module):  # a checkpoint's loss must be one (dlcli.targets): so is a run's
-        raise ConfigError(f"loss._target_={target_of(spec)} built a {type(loss).__name__}, not a torch.nn.Module; "
-                          "name a loss module called as loss(logits, labels), e.g. torch.nn.CrossEntropyLoss")
+        raise ConfigError(
+            f"loss._target_={target_of(spec)} built a {type(loss).__name__}, not a torch.nn.Module; "
+            "name a loss module called as loss(logits, labels), e.g. torch.nn.CrossEntropyLoss"
+        )
     return loss

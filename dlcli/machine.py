@@ -18,9 +18,11 @@ def optional_package(module: str, extra: str, purpose: str, instead: str = "") -
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{purpose} needs the {module} package, which is not installed: install dlcli's {extra} "
-                          f"extra, pip install \"dlcli[{extra}]\" (in a clone of dlcli: pip install -e \".[{extra}]\")"
-                          + (f"; or {instead}" if instead else "")) from None
+        raise ConfigError(
+            f"{purpose} needs the {module} package, which is not installed: install dlcli's {extra} "
+            f'extra, pip install "dlcli[{extra}]" (in a clone of dlcli: pip install -e ".[{extra}]")'
+            + (f"; or {instead}" if instead else "")
+        ) from None
 
 
 def resolve_device(name: str):
@@ -30,12 +32,15 @@ def resolve_device(name: str):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.device={name} is invalid: no CUDA GPU is visible here; "
-                              "use trainer.device=cpu or auto")
+            raise ConfigError(
+                f"trainer.device={name} is invalid: no CUDA GPU is visible here; use trainer.device=cpu or auto"
+            )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device={name} is invalid: only {torch.cuda.device_count()} GPU(s), "
-                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise ConfigError(
+                f"trainer.device={name} is invalid: only {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
     return torch.device(name)
 

@@ -57,8 +57,19 @@ class Shortcut(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, *, input_shape: tuple[int, ...], num_classes: int, depth: int, width: int | list[int],
-                 activation: str, dropout: float, batch_norm: bool, init: str, residual: bool = False):
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        depth: int,
+        width: int | list[int],
+        activation: str,
+        dropout: float,
+        batch_norm: bool,
+        init: str,
+        residual: bool = False,
+    ):
         super().__init__()
         widths = list(width) if isinstance(width, (list, tuple)) else [width] * depth
         sizes = [math.prod(input_shape), *widths]
@@ -119,17 +130,29 @@ class AlexNet(nn.Module):
         hidden = max(1, round(1024 * width))
         channels, size, _ = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(channels, c1, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c4, c5, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         after = size // 8
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(dropout), nn.Linear(c5 * after * after, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(c5 * after * after, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
 
@@ -147,8 +170,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -164,8 +190,9 @@ class ResNet(nn.Module):
         super().__init__()
         _need_images(self, input_shape)
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         stages, c_in = [], width
         for i, c_out in enumerate((width, 2 * width, 4 * width)):
             blocks = [BasicBlock(c_in if b == 0 else c_out, c_out, 2 if i > 0 and b == 0 else 1) for b in range(n)]
@@ -192,16 +219,22 @@ class Recurrent(nn.Module):
     trainer.diagnostics can read ∂L/∂h_t, the gradient that reaches step t.
     """
 
-    def __init__(self, *, input_shape: tuple[int, ...], num_classes: int, cell: str, hidden: int, layers: int,
-                 leaky: float):
+    def __init__(
+        self, *, input_shape: tuple[int, ...], num_classes: int, cell: str, hidden: int, layers: int, leaky: float
+    ):
         super().__init__()
         if len(input_shape) == 3:  # an image: T = height steps of channels x width values
             input_shape = (input_shape[1], input_shape[0] * input_shape[2])
         if len(input_shape) != 2:
-            raise ConfigError(f"Recurrent needs sequences (steps x features) or images, and this data has inputs of "
-                              f"shape {tuple(input_shape)}; use image data such as data=mnist")
-        make = {"rnn": lambda i: nn.RNNCell(i, hidden, nonlinearity="tanh"), "lstm": lambda i: nn.LSTMCell(i, hidden),
-                "gru": lambda i: nn.GRUCell(i, hidden)}[cell]
+            raise ConfigError(
+                f"Recurrent needs sequences (steps x features) or images, and this data has inputs of "
+                f"shape {tuple(input_shape)}; use image data such as data=mnist"
+            )
+        make = {
+            "rnn": lambda i: nn.RNNCell(i, hidden, nonlinearity="tanh"),
+            "lstm": lambda i: nn.LSTMCell(i, hidden),
+            "gru": lambda i: nn.GRUCell(i, hidden),
+        }[cell]
         self.cell, self.hidden, self.leaky = cell, hidden, leaky
         self.cells = nn.ModuleList(make(input_shape[1] if layer == 0 else hidden) for layer in range(layers))
         self.output = nn.Linear(hidden, num_classes)
@@ -233,9 +266,11 @@ class Recurrent(nn.Module):
 
 def _need_images(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     if len(input_shape) != 3 or min(input_shape[1:]) < 8:
-        raise ConfigError(f"{type(model).__name__} needs images (channels x height x width, at least 8x8 pixels) "
-                          f"and this data has inputs of shape {tuple(input_shape)}; use model=mlp for it, or image "
-                          "data such as data=mnist")
+        raise ConfigError(
+            f"{type(model).__name__} needs images (channels x height x width, at least 8x8 pixels) "
+            f"and this data has inputs of shape {tuple(input_shape)}; use model=mlp for it, or image "
+            "data such as data=mnist"
+        )
 
 
 def build_model(spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -254,21 +289,27 @@ def build_model(spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Modu
         factory = instantiate({"_target_": target, **kwargs_of(spec)}, _partial_=True, _convert_="all")
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
-        raise ConfigError(f"model._target_={target} cannot be imported ({type(cause).__name__}: "
-                          f"{str(cause).splitlines()[0]}); put its module in the folder you run dlcli from or on "
-                          "PYTHONPATH") from None
+        raise ConfigError(
+            f"model._target_={target} cannot be imported ({type(cause).__name__}: "
+            f"{str(cause).splitlines()[0]}); put its module in the folder you run dlcli from or on "
+            "PYTHONPATH"
+        ) from None
     cls = factory.func
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"model._target_={target} is not a torch.nn.Module class ({type(cls).__name__}); "
-                          "name a class that subclasses torch.nn.Module")
+        raise ConfigError(
+            f"model._target_={target} is not a torch.nn.Module class ({type(cls).__name__}); "
+            "name a class that subclasses torch.nn.Module"
+        )
     try:
         model = factory(input_shape=tuple(input_shape), num_classes=num_classes)
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"model._target_={target} rejected its arguments ({type(exc).__name__}: "
-                          f"{first_line(exc)}); dlcli passes input_shape={tuple(input_shape)} and "
-                          f"num_classes={num_classes}, the other keys come from model.*") from None
+        raise ConfigError(
+            f"model._target_={target} rejected its arguments ({type(exc).__name__}: "
+            f"{first_line(exc)}); dlcli passes input_shape={tuple(input_shape)} and "
+            f"num_classes={num_classes}, the other keys come from model.*"
+        ) from None
     _try_one_batch(model, target, input_shape, num_classes)
     return model
 
@@ -289,17 +330,19 @@ def _try_one_batch(model: nn.Module, target: str, input_shape: tuple[int, ...], 
         with torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
     except Exception as exc:
-        raise ConfigError(f"model {target} failed on a batch of shape {(2, *input_shape)} ({type(exc).__name__}: "
-                          f"{first_line(exc)}); it must map [N, {', '.join(map(str, input_shape))}] inputs to "
-                          f"[N, {num_classes}] logits") from None
+        raise ConfigError(
+            f"model {target} failed on a batch of shape {(2, *input_shape)} ({type(exc).__name__}: "
+            f"{first_line(exc)}); it must map [N, {', '.join(map(str, input_shape))}] inputs to "
+            f"[N, {num_classes}] logits"
+        ) from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model {target} returned {shape} for a batch of shape {(2, *input_shape)}, expected "
-                          f"(2, {num_classes}): one logit per class")
-
-
+        raise ConfigError(
+            f"model {target} returned {shape} for a batch of shape {(2, *input_shape)}, expected "
+            f"(2, {num_classes}): one logit per class"
+        )
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

@@ -28,8 +28,10 @@ def build_optimizer(spec, model: nn.Module, device: torch.device) -> torch.optim
     weights = {id(p) for p in penalized_weights(model)}
     if "weight_decay" in kwargs:
         decay = kwargs.pop("weight_decay")
-        groups = [{"params": [p for p in params if id(p) in weights], "weight_decay": decay},
-                  {"params": [p for p in params if id(p) not in weights], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if id(p) in weights], "weight_decay": decay},
+            {"params": [p for p in params if id(p) not in weights], "weight_decay": 0.0},
+        ]
         groups = [g for g in groups if g["params"]]
     else:
         groups = [{"params": params}]
@@ -39,18 +41,25 @@ def build_optimizer(spec, model: nn.Module, device: torch.device) -> torch.optim
     try:
         return cls(groups, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"optimizer._target_={target_of(spec)} refused its settings ({first_line(exc)}); "
-                          f"its keys: {', '.join(k for k in accepts if k != 'params')}") from None
+        raise ConfigError(
+            f"optimizer._target_={target_of(spec)} refused its settings ({first_line(exc)}); "
+            f"its keys: {', '.join(k for k in accepts if k != 'params')}"
+        ) from None
 
 
 # torch schedulers whose arguments depend on the run, and when dlcli steps them; any other
 # torch.optim.lr_scheduler class is stepped once per epoch with the config's keys alone
 RUN_ARGUMENTS = {
     "torch.optim.lr_scheduler.CosineAnnealingLR": ("step", lambda total, opt: {"T_max": total}),
-    "torch.optim.lr_scheduler.OneCycleLR": ("step", lambda total, opt: {
-        "max_lr": [g["lr"] for g in opt.param_groups], "total_steps": total,
-        # cycle the momentum only where there is one (Adam's beta1; SGD and RMSprop's if > 0)
-        "cycle_momentum": "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0}),
+    "torch.optim.lr_scheduler.OneCycleLR": (
+        "step",
+        lambda total, opt: {
+            "max_lr": [g["lr"] for g in opt.param_groups],
+            "total_steps": total,
+            # cycle the momentum only where there is one (Adam's beta1; SGD and RMSprop's if > 0)
+            "cycle_momentum": "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0,
+        },
+    ),
     "torch.optim.lr_scheduler.StepLR": ("epoch", lambda total, opt: {}),
     "torch.optim.lr_scheduler.ReduceLROnPlateau": ("epoch", lambda total, opt: {}),
 }
@@ -82,8 +91,10 @@ class Schedule:
     def load_state_dict(self, saved: dict) -> None:
         """Continue the checkpoint's schedule: its lr and its length, whatever the config says now."""
         if saved.get("target") != self.target:
-            raise CheckpointError(f"the checkpoint's lr schedule is {saved.get('target') or 'none'}, not this run's "
-                                  f"{self.target or 'none'}; resume with the scheduler it was trained with")
+            raise CheckpointError(
+                f"the checkpoint's lr schedule is {saved.get('target') or 'none'}, not this run's "
+                f"{self.target or 'none'}; resume with the scheduler it was trained with"
+            )
         if self.scheduler is not None:
             self.scheduler.load_state_dict(saved["state"])
 
@@ -107,13 +118,17 @@ def optimizer_state(target: str, optimizer: torch.optim.Optimizer) -> dict:
 
 def load_optimizer_state(target: str, optimizer: torch.optim.Optimizer, saved: dict) -> None:
     if saved.get("target") != target:
-        raise CheckpointError(f"the checkpoint's optimizer is {saved.get('target')}, not this run's "
-                              f"{target}; resume with the optimizer it was trained with")
+        raise CheckpointError(
+            f"the checkpoint's optimizer is {saved.get('target')}, not this run's "
+            f"{target}; resume with the optimizer it was trained with"
+        )
     try:
         optimizer.load_state_dict(saved["state"])
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"the checkpoint's {target} state does not fit this run ({first_line(exc)}); "
-                              "resume with the settings it was trained with") from None
+        raise CheckpointError(
+            f"the checkpoint's {target} state does not fit this run ({first_line(exc)}); "
+            "resume with the settings it was trained with"
+        ) from None
 
 
 def _load_class(spec, group: str, base: type | tuple[type, ...]) -> type:
@@ -123,13 +138,14 @@ def _load_class(spec, group: str, base: type | tuple[type, ...]) -> type:
     try:
         cls = get_class(target)
     except Exception as exc:
-        raise ConfigError(f"{group}._target_={target} cannot be imported ({first_line(exc)}); name a class such as "
-                          f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}"
-                          ) from None
+        raise ConfigError(
+            f"{group}._target_={target} cannot be imported ({first_line(exc)}); name a class such as "
+            f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
         kind = "a torch.optim.Optimizer" if group == "optimizer" else "a torch.optim.lr_scheduler class"
-        raise ConfigError(f"{group}._target_={target} is not {kind}; name a class such as "
-                          f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}")
+        raise ConfigError(
+            f"{group}._target_={target} is not {kind}; name a class such as "
+            f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}"
+        )
     return cls
-
-

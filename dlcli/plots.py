@@ -5,8 +5,11 @@ import logging
 import math
 from pathlib import Path
 
-METRIC_LABELS = {"best_val_acc": "best val accuracy (%)", "test_acc": "test accuracy (%)",
-                 "final_train_loss": "final train loss"}
+METRIC_LABELS = {
+    "best_val_acc": "best val accuracy (%)",
+    "test_acc": "test accuracy (%)",
+    "final_train_loss": "final train loss",
+}
 DASHES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v")
 
@@ -59,8 +62,7 @@ def sweep_curves(runs: list[tuple[str, list[dict]]]) -> bytes:
     fig, ax = plt.subplots(figsize=(8, 5))
     for (label, rows), style in zip(runs, line_styles(len(runs))):
         if rows:
-            ax.plot([r["epoch"] for r in rows], [100 * r["val_acc"] for r in rows], markersize=3, label=label,
-                    **style)
+            ax.plot([r["epoch"] for r in rows], [100 * r["val_acc"] for r in rows], markersize=3, label=label, **style)
     ax.set(xlabel="epoch", ylabel="val accuracy (%)", title="validation accuracy of every job")
     _epoch_axis(ax, max((r["epoch"] for _, rows in runs for r in rows), default=1))
     ax.grid(alpha=0.3)
@@ -73,8 +75,9 @@ def line_styles(n: int) -> list[dict]:
     from matplotlib import colormaps
 
     colors = colormaps["tab10"].colors
-    return [{"color": colors[i % 10], "linestyle": DASHES[i // 10 % 4], "marker": MARKERS[i // 40 % 5]}
-            for i in range(n)]
+    return [
+        {"color": colors[i % 10], "linestyle": DASHES[i // 10 % 4], "marker": MARKERS[i // 40 % 5]} for i in range(n)
+    ]
 
 
 def _legend(fig, ax, lines: int, loc: str) -> None:
@@ -88,8 +91,9 @@ def _legend(fig, ax, lines: int, loc: str) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), ncols=columns, handlelength=3)
 
 
-def heatmap(x_name: str, x_values: list, y_name: str, y_values: list, grid: list[list[float | None]],
-            metric: str) -> bytes:
+def heatmap(
+    x_name: str, x_values: list, y_name: str, y_values: list, grid: list[list[float | None]], metric: str
+) -> bytes:
     """grid[i][j] = metric at (y_values[i], x_values[j]), as PNG bytes; cells are annotated, missing ones blank.
 
     The values sit in sorted order at equal spacing, which for log-spaced values is a log axis.
@@ -111,8 +115,15 @@ def heatmap(x_name: str, x_values: list, y_name: str, y_values: list, grid: list
         for j in range(len(x_values)):
             value = data[i, j]
             text = "failed" if math.isnan(value) else f"{value:.2f}" if scale == 100 else f"{value:.4f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if math.isnan(value) or value < middle else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if math.isnan(value) or value < middle else "black",
+            )
     label = METRIC_LABELS.get(metric, metric)
     fig.colorbar(image, ax=ax, label=label)
     ax.set_title(f"{label} over {y_name} × {x_name}")
@@ -129,8 +140,14 @@ def gradient_flow(rows: list[dict], path: Path, title: str) -> Path:
     for k, epoch in enumerate(epochs):
         mine = sorted((r for r in rows if r["epoch"] == epoch), key=lambda r: r["depth"])
         color = cmap(k / max(1, len(epochs) - 1))
-        grad_ax.plot([r["depth"] for r in mine], [r["grad_norm"] for r in mine], "-o", color=color, markersize=3,
-                     label=f"epoch {epoch}")
+        grad_ax.plot(
+            [r["depth"] for r in mine],
+            [r["grad_norm"] for r in mine],
+            "-o",
+            color=color,
+            markersize=3,
+            label=f"epoch {epoch}",
+        )
         ratio_ax.plot([r["depth"] for r in mine], [r["update_ratio"] for r in mine], "-o", color=color, markersize=3)
     for ax, label in ((grad_ax, "gradient norm ||dL/dW||"), (ratio_ax, "update / weight over the epoch")):
         ax.set_yscale("log")
@@ -147,8 +164,11 @@ def sweep_gradient_flow(runs: list[tuple[str, list[dict]]]) -> bytes:
 
     def axes(ax) -> None:
         ax.set_yscale("log")
-        ax.set(xlabel="layer depth (1 = input side)", ylabel="gradient norm ||dL/dW|| after epoch 1",
-               title="gradient flow per layer")
+        ax.set(
+            xlabel="layer depth (1 = input side)",
+            ylabel="gradient norm ||dL/dW|| after epoch 1",
+            title="gradient flow per layer",
+        )
         ax.grid(alpha=0.3)
 
     def by_depth(rows: list[dict]) -> tuple[list[int], list[float]]:
@@ -165,8 +185,11 @@ def gradient_through_time(rows: list[dict], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     cmap = plt.get_cmap("viridis")
     for k, epoch in enumerate(epochs):
-        ax.plot(*_steps_back([r for r in rows if r["epoch"] == epoch]), color=cmap(k / max(1, len(epochs) - 1)),
-                label=f"epoch {epoch}")
+        ax.plot(
+            *_steps_back([r for r in rows if r["epoch"] == epoch]),
+            color=cmap(k / max(1, len(epochs) - 1)),
+            label=f"epoch {epoch}",
+        )
     _time_axes(ax)
     ax.legend(fontsize=7)
     ax.set_title(title)
@@ -224,13 +247,21 @@ def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path,
     for i in range(k):
         for j in range(k):
             if counts[i, j]:
-                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     # a colour bar in its own axes beside the matrix, as tall as the matrix
-    fig.colorbar(image, cax=make_axes_locatable(ax).append_axes("right", size="4%", pad=0.15),
-                 label="share of the true class")
+    fig.colorbar(
+        image, cax=make_axes_locatable(ax).append_axes("right", size="4%", pad=0.15), label="share of the true class"
+    )
     return _save(fig, path)
 
 
@@ -264,8 +295,9 @@ def conv_filters(weight, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def decision_boundary(predict, x, y, path: Path, title: str, steps: int = 300,
-                      classes: list[str] | None = None) -> Path:
+def decision_boundary(
+    predict, x, y, path: Path, title: str, steps: int = 300, classes: list[str] | None = None
+) -> Path:
     """The model's predicted class over the plane, with the points on top (as in the TF playground).
 
     The legend names each class's colour (by `classes`, else by number).
@@ -281,15 +313,25 @@ def decision_boundary(predict, x, y, path: Path, title: str, steps: int = 300,
     k = int(max(y.max(), predicted.max())) + 1
     fig, ax = plt.subplots(figsize=(6, 6))
     cmap = plt.get_cmap("tab10")
-    ax.contourf(gx.numpy(), gy.numpy(), predicted.numpy(), levels=[i - 0.5 for i in range(k + 1)],
-                colors=[cmap(i) for i in range(k)], alpha=0.25)
+    ax.contourf(
+        gx.numpy(),
+        gy.numpy(),
+        predicted.numpy(),
+        levels=[i - 0.5 for i in range(k + 1)],
+        colors=[cmap(i) for i in range(k)],
+        alpha=0.25,
+    )
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), c=[cmap(int(c)) for c in y], s=6, edgecolors="none")
     ax.set(title=title, xlabel="x1", ylabel="x2", aspect="equal")
     from matplotlib.lines import Line2D
 
     names = [classes[i] if classes and i < len(classes) else str(i) for i in range(k)]
-    ax.legend(handles=[Line2D([], [], linestyle="", marker="o", color=cmap(i), label=names[i]) for i in range(k)],
-              title="class", loc="best", fontsize=8)
+    ax.legend(
+        handles=[Line2D([], [], linestyle="", marker="o", color=cmap(i), label=names[i]) for i in range(k)],
+        title="class",
+        loc="best",
+        fontsize=8,
+    )
     return _save(fig, path)
 
 

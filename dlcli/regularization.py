@@ -20,8 +20,12 @@ class Penalty:
 
     def __init__(self, settings: RegularizationSettings, weights: list[torch.Tensor]):
         self.weights = weights
-        shares = {"none": (0.0, 0.0), "l1": (1.0, 0.0), "l2": (0.0, 1.0),
-                  "elastic": (settings.l1_ratio, 1.0 - settings.l1_ratio)}[settings.name]
+        shares = {
+            "none": (0.0, 0.0),
+            "l1": (1.0, 0.0),
+            "l2": (0.0, 1.0),
+            "elastic": (settings.l1_ratio, 1.0 - settings.l1_ratio),
+        }[settings.name]
         self.l1 = settings.strength * shares[0]
         self.l2 = settings.strength * shares[1]
 

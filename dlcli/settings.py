@@ -52,12 +52,15 @@ def existing_checkpoint(path: str, key: str) -> Path:
     """The checkpoint file at `path`, or the one-line error a missing file or a folder deserves."""
     where = Path(path).expanduser()
     if where.exists() and not where.is_file() and not where.is_dir():  # never opened: a FIFO's read waits forever
-        raise CheckpointError(f"{key}: {where} is a {kind(where.stat().st_mode)}, not a regular file; pass the "
-                              f"checkpoint .pt file, e.g. {key}=outputs/<run>/checkpoints/best.pt")
+        raise CheckpointError(
+            f"{key}: {where} is a {kind(where.stat().st_mode)}, not a regular file; pass the "
+            f"checkpoint .pt file, e.g. {key}=outputs/<run>/checkpoints/best.pt"
+        )
     if not where.is_file():
         what = "is a folder" if where.is_dir() else "does not exist"
-        raise CheckpointError(f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. "
-                          f"{key}=outputs/<run>/checkpoints/best.pt")
+        raise CheckpointError(
+            f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. {key}=outputs/<run>/checkpoints/best.pt"
+        )
     return where
 
 
@@ -76,24 +79,44 @@ class MLPSettings:
     residual: bool = False  # an identity shortcut around each hidden layer after the first (equal widths)
 
     def __post_init__(self) -> None:
-        require(isinstance(self.depth, int) and 0 <= self.depth <= 1000, "model.depth", self.depth,
-                "an integer in [0, 1000] (0 is softmax regression)")
+        require(
+            isinstance(self.depth, int) and 0 <= self.depth <= 1000,
+            "model.depth",
+            self.depth,
+            "an integer in [0, 1000] (0 is softmax regression)",
+        )
         if isinstance(self.width, (list, tuple)):
-            require(len(self.width) == self.depth, "model.width", self.width,
-                    f"a list needs one width per hidden layer ({self.depth}, model.depth), or give one int")
+            require(
+                len(self.width) == self.depth,
+                "model.width",
+                self.width,
+                f"a list needs one width per hidden layer ({self.depth}, model.depth), or give one int",
+            )
             for w in self.width:
-                require(_is_int(w) and 0 < w <= 65536, "model.width", self.width,
-                        "every width must be an integer in [1, 65536]")
+                require(
+                    _is_int(w) and 0 < w <= 65536,
+                    "model.width",
+                    self.width,
+                    "every width must be an integer in [1, 65536]",
+                )
             self.width = list(self.width)
         else:
-            require(_is_int(self.width) and 0 < self.width <= 65536, "model.width", self.width,
-                    "an integer in [1, 65536], or a list of them")
+            require(
+                _is_int(self.width) and 0 < self.width <= 65536,
+                "model.width",
+                self.width,
+                "an integer in [1, 65536], or a list of them",
+            )
         _choice("model.activation", self.activation, ACTIVATIONS)
         require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a probability in [0, 1)")
         _choice("model.init", self.init, INITS)
         if self.residual and isinstance(self.width, list):
-            require(len(set(self.width)) <= 1, "model.width", self.width,
-                    "one width for every hidden layer with model.residual=true (a shortcut adds h to F(h))")
+            require(
+                len(set(self.width)) <= 1,
+                "model.width",
+                self.width,
+                "one width for every hidden layer with model.residual=true (a shortcut adds h to F(h))",
+            )
 
 
 @dataclass
@@ -125,8 +148,12 @@ class ResNetSettings:
     width: int = 16  # channels of the first stage; the second and third have 2x and 4x
 
     def __post_init__(self) -> None:
-        require(_is_int(self.depth) and 8 <= self.depth <= 1202 and (self.depth - 2) % 6 == 0, "model.depth",
-                self.depth, "6n + 2 for n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110")
+        require(
+            _is_int(self.depth) and 8 <= self.depth <= 1202 and (self.depth - 2) % 6 == 0,
+            "model.depth",
+            self.depth,
+            "6n + 2 for n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110",
+        )
         require(_is_int(self.width) and 1 <= self.width <= 1024, "model.width", self.width, "an integer in [1, 1024]")
 
 
@@ -140,13 +167,18 @@ class RecurrentSettings:
 
     def __post_init__(self) -> None:
         _choice("model.cell", self.cell, CELLS)
-        require(_is_int(self.hidden) and 1 <= self.hidden <= 16384, "model.hidden", self.hidden,
-                "an integer in [1, 16384]")
+        require(
+            _is_int(self.hidden) and 1 <= self.hidden <= 16384, "model.hidden", self.hidden, "an integer in [1, 16384]"
+        )
         require(_is_int(self.layers) and 1 <= self.layers <= 64, "model.layers", self.layers, "an integer in [1, 64]")
         require(0.0 <= self.leaky < 1.0, "model.leaky", self.leaky, "a fraction in [0, 1): 0 is no leak")
-        require(self.leaky == 0.0 or self.cell == "rnn", "model.leaky", self.leaky,
-                f"0 for model.cell={self.cell}, whose gates already mix old and new state; leaky units are for "
-                "model.cell=rnn")
+        require(
+            self.leaky == 0.0 or self.cell == "rnn",
+            "model.leaky",
+            self.leaky,
+            f"0 for model.cell={self.cell}, whose gates already mix old and new state; leaky units are for "
+            "model.cell=rnn",
+        )
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -165,7 +197,9 @@ class ToyDataSettings:
         require(100 <= self.n_samples <= 10_000_000, "data.n_samples", self.n_samples, "an integer in [100, 10000000]")
         require(0.0 <= self.noise <= 10.0, "data.noise", self.noise, "a number in [0, 10]")
         if self.classes is not None:
-            require(self.name == "spirals", "data.classes", self.classes, f"{self.name} always has 2 classes; leave it null")
+            require(
+                self.name == "spirals", "data.classes", self.classes, f"{self.name} always has 2 classes; leave it null"
+            )
             require(2 <= self.classes <= 20, "data.classes", self.classes, "an integer in [2, 20]")
 
 
@@ -190,13 +224,21 @@ class ImageDataSettings:
         if self.sequence is not None:
             _choice("data.sequence", self.sequence, SEQUENCES)
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
-        require(self.subset is None or self.subset >= 10, "data.subset", self.subset,
-                "null (all training images) or an integer >= 10")
+        require(
+            self.subset is None or self.subset >= 10,
+            "data.subset",
+            self.subset,
+            "null (all training images) or an integer >= 10",
+        )
         require(bool(self.root), "data.root", self.root, "a folder path (or set DLCLI_DATA)")
         channels = 3 if self.name == "cifar10" else 1
         require(len(self.mean) == channels, "data.mean", self.mean, f"one value per channel ({channels})")
-        require(len(self.std) == channels and all(s > 0 for s in self.std), "data.std", self.std,
-                f"one value > 0 per channel ({channels})")
+        require(
+            len(self.std) == channels and all(s > 0 for s in self.std),
+            "data.std",
+            self.std,
+            f"one value > 0 per channel ({channels})",
+        )
 
 
 @dataclass
@@ -224,8 +266,12 @@ def _required(key: str, value: Any, example: str) -> None:
 
 
 def _check_split(seed: int, test_fraction: float, subset: Optional[int]) -> None:
-    require(0.0 < test_fraction < 1.0, "data.test_fraction", test_fraction,
-            "a fraction in (0, 1), held out as the test split when the data has none")
+    require(
+        0.0 < test_fraction < 1.0,
+        "data.test_fraction",
+        test_fraction,
+        "a fraction in (0, 1), held out as the test split when the data has none",
+    )
     require(seed >= 0, "data.seed", seed, "an integer >= 0")
     require(subset is None or subset >= 10, "data.subset", subset, "null (all training rows) or an integer >= 10")
 
@@ -246,7 +292,7 @@ class ImageFolderSettings:
     flip: bool = False  # mirroring can change the class (digits, text); true suits most photos
     # pixels per image, read from its header before decoding: 8192×8192 (64 Mi), above the largest
     # cameras' photos (61 MP), below what a crafted file can claim (a 100 KB PNG of 10000×10000)
-    max_pixels: int = 2 ** 26
+    max_pixels: int = 2**26
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
@@ -256,8 +302,12 @@ class ImageFolderSettings:
 
 
 def check_max_pixels(value: Any, key: str) -> None:
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value,
-            "an integer >= 1: the most pixels (width × height) an image may have")
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        key,
+        value,
+        "an integer >= 1: the most pixels (width × height) an image may have",
+    )
 
 
 @dataclass
@@ -375,8 +425,12 @@ class SGDSettings:
     def __post_init__(self) -> None:
         _check_lr_and_decay(self.lr, self.weight_decay)
         require(0.0 <= self.momentum < 1.0, "optimizer.momentum", self.momentum, "a number in [0, 1)")
-        require(not self.nesterov or self.momentum > 0, "optimizer.nesterov", self.nesterov,
-                "Nesterov needs optimizer.momentum > 0")
+        require(
+            not self.nesterov or self.momentum > 0,
+            "optimizer.nesterov",
+            self.nesterov,
+            "Nesterov needs optimizer.momentum > 0",
+        )
 
 
 @dataclass
@@ -389,8 +443,12 @@ class AdamSettings:
 
     def __post_init__(self) -> None:
         _check_lr_and_decay(self.lr, self.weight_decay)
-        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "optimizer.betas", self.betas,
-                "two numbers in [0, 1), e.g. [0.9,0.999]")
+        require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            "optimizer.betas",
+            self.betas,
+            "two numbers in [0, 1), e.g. [0.9,0.999]",
+        )
         require(self.eps > 0, "optimizer.eps", self.eps, "a number > 0")
 
 
@@ -480,8 +538,12 @@ class EarlyStoppingSettings:
     min_delta: float = 0.0  # an improvement must be larger than this (0.001: a tenth of a percent of accuracy)
 
     def __post_init__(self) -> None:
-        require(self.patience is None or self.patience >= 1, "trainer.early_stopping.patience", self.patience,
-                "null (off) or an integer >= 1: epochs without improvement before training stops")
+        require(
+            self.patience is None or self.patience >= 1,
+            "trainer.early_stopping.patience",
+            self.patience,
+            "null (off) or an integer >= 1: epochs without improvement before training stops",
+        )
         require(self.min_delta >= 0, "trainer.early_stopping.min_delta", self.min_delta, "a number >= 0")
 
 
@@ -513,26 +575,50 @@ class TrainerSettings:
         _choice("trainer.precision", self.precision, ("32", "bf16", "fp16"))
         require(1 <= self.epochs <= 100_000, "trainer.epochs", self.epochs, "an integer in [1, 100000]")
         require(1 <= self.batch_size <= 1_000_000, "trainer.batch_size", self.batch_size, "an integer in [1, 1000000]")
-        require(1 <= self.eval_batch_size <= 1_000_000, "trainer.eval_batch_size", self.eval_batch_size,
-                "an integer in [1, 1000000]")
+        require(
+            1 <= self.eval_batch_size <= 1_000_000,
+            "trainer.eval_batch_size",
+            self.eval_batch_size,
+            "an integer in [1, 1000000]",
+        )
         device_ok = self.device in ("auto", "cpu", "cuda") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         require(device_ok, "trainer.device", self.device, "auto, cpu, cuda or cuda:N")
         require(0 <= self.seed < 2**63, "trainer.seed", self.seed, "an integer >= 0")
         require(0 <= self.threads <= 1024, "trainer.threads", self.threads, "an integer >= 0 (0 = one per core)")
-        require(0.0 < self.val_fraction < 1.0, "trainer.val_fraction", self.val_fraction,
-                "a fraction in (0, 1): best.pt is chosen on the validation split")
+        require(
+            0.0 < self.val_fraction < 1.0,
+            "trainer.val_fraction",
+            self.val_fraction,
+            "a fraction in (0, 1): best.pt is chosen on the validation split",
+        )
         _choice("trainer.monitor", self.monitor, MONITORS)
         require(self.log_every >= 1, "trainer.log_every", self.log_every, "an integer >= 1")
-        require(self.checkpoint_every_steps >= 0, "trainer.checkpoint_every_steps", self.checkpoint_every_steps,
-                "an integer >= 0 (0: only at the end of each epoch)")
-        require(self.grad_clip is None or self.grad_clip > 0, "trainer.grad_clip", self.grad_clip,
-                "null (off) or a maximum gradient norm > 0")
-        require(1 <= self.devices <= 1024, "trainer.devices", self.devices,
-                "an integer >= 1: the processes to train in, one per GPU (or CPU processes with trainer.device=cpu)")
-        require(self.batch_size >= self.devices, "trainer.batch_size", self.batch_size,
-                f"at least trainer.devices={self.devices}: each process takes a share of every batch")
+        require(
+            self.checkpoint_every_steps >= 0,
+            "trainer.checkpoint_every_steps",
+            self.checkpoint_every_steps,
+            "an integer >= 0 (0: only at the end of each epoch)",
+        )
+        require(
+            self.grad_clip is None or self.grad_clip > 0,
+            "trainer.grad_clip",
+            self.grad_clip,
+            "null (off) or a maximum gradient norm > 0",
+        )
+        require(
+            1 <= self.devices <= 1024,
+            "trainer.devices",
+            self.devices,
+            "an integer >= 1: the processes to train in, one per GPU (or CPU processes with trainer.device=cpu)",
+        )
+        require(
+            self.batch_size >= self.devices,
+            "trainer.batch_size",
+            self.batch_size,
+            f"at least trainer.devices={self.devices}: each process takes a share of every batch",
+        )
         require(self.dist_timeout > 0, "trainer.dist_timeout", self.dist_timeout, "a number of seconds > 0")
         if self.resume not in (None, "auto"):
             existing_checkpoint(self.resume, "trainer.resume")
@@ -556,9 +642,13 @@ class MLflowSettings:
 
     def __post_init__(self) -> None:
         require(self.experiment.strip() != "", "logger.experiment", self.experiment, "a non-empty experiment name")
-        require("://" in self.tracking_uri or self.tracking_uri.startswith(("file:", "databricks")),
-                "logger.tracking_uri", self.tracking_uri, "a URI: sqlite:///path/to/mlflow.db for a local file "
-                "(sqlite:////abs/path with four slashes), http://host:5000 for a server, or file:/path")
+        require(
+            "://" in self.tracking_uri or self.tracking_uri.startswith(("file:", "databricks")),
+            "logger.tracking_uri",
+            self.tracking_uri,
+            "a URI: sqlite:///path/to/mlflow.db for a local file "
+            "(sqlite:////abs/path with four slashes), http://host:5000 for a server, or file:/path",
+        )
 
 
 @dataclass
@@ -582,26 +672,47 @@ class Custom:
 
 # group -> option -> schema: the ConfigStore entries, and how load_settings checks an option by its _target_
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"mlp": MLPSettings, "lenet": LeNetSettings, "alexnet": AlexNetSettings, "resnet": ResNetSettings,
-              "rnn": RecurrentSettings},
-    "data": {"toy": ToyDataSettings, "mnist": ImageDataSettings, "fashion_mnist": FashionMNISTSettings,
-             "cifar10": CIFAR10Settings, "image_folder": ImageFolderSettings, "csv": CSVSettings,
-             "arrays": ArraysSettings},
+    "model": {
+        "mlp": MLPSettings,
+        "lenet": LeNetSettings,
+        "alexnet": AlexNetSettings,
+        "resnet": ResNetSettings,
+        "rnn": RecurrentSettings,
+    },
+    "data": {
+        "toy": ToyDataSettings,
+        "mnist": ImageDataSettings,
+        "fashion_mnist": FashionMNISTSettings,
+        "cifar10": CIFAR10Settings,
+        "image_folder": ImageFolderSettings,
+        "csv": CSVSettings,
+        "arrays": ArraysSettings,
+    },
     "loss": {"cross_entropy": CrossEntropySettings, "nll": NLLSettings, "mse": MSESettings, "hinge": HingeSettings},
-    "regularization": {"none": RegularizationSettings, "l1": L1Settings, "l2": L2Settings,
-                       "elastic": ElasticSettings},
-    "optimizer": {"sgd": SGDSettings, "adam": AdamSettings, "adamw": AdamWSettings, "rmsprop": RMSpropSettings,
-                  "adagrad": AdagradSettings},
-    "scheduler": {"cosine": CosineSettings, "onecycle": OneCycleSettings, "step": StepSettings,
-                  "plateau": PlateauSettings},
+    "regularization": {"none": RegularizationSettings, "l1": L1Settings, "l2": L2Settings, "elastic": ElasticSettings},
+    "optimizer": {
+        "sgd": SGDSettings,
+        "adam": AdamSettings,
+        "adamw": AdamWSettings,
+        "rmsprop": RMSpropSettings,
+        "adagrad": AdagradSettings,
+    },
+    "scheduler": {
+        "cosine": CosineSettings,
+        "onecycle": OneCycleSettings,
+        "step": StepSettings,
+        "plateau": PlateauSettings,
+    },
     "trainer": {"default": TrainerSettings},
     "logger": {"tensorboard": TensorBoardSettings, "mlflow": MLflowSettings, "wandb": WandbSettings},
 }
-BY_TARGET = {g: {cls._target_: cls for cls in options.values() if hasattr(cls, "_target_")}
-             for g, options in SCHEMAS.items()}
+BY_TARGET = {
+    g: {cls._target_: cls for cls in options.values() if hasattr(cls, "_target_")} for g, options in SCHEMAS.items()
+}
 # the torchvision sets share one target (ImageDataSettings stands for them): load_settings chooses their schema by name
-BY_TARGET["data"] = {cls._target_: cls for cls in (ToyDataSettings, ImageDataSettings, ImageFolderSettings, CSVSettings,
-                                                   ArraysSettings)}
+BY_TARGET["data"] = {
+    cls._target_: cls for cls in (ToyDataSettings, ImageDataSettings, ImageFolderSettings, CSVSettings, ArraysSettings)
+}
 IMAGE_SCHEMAS = {cls.name: cls for cls in (ImageDataSettings, FashionMNISTSettings, CIFAR10Settings)}
 
 
@@ -637,20 +748,27 @@ def load_settings(cfg: Any) -> Settings:
     if data.get("_target_") == ImageDataSettings._target_:
         _choice("data.name", data.get("name"), IMAGE_SETS + TOY_SETS)
         if data["name"] in TOY_SETS:
-            raise ConfigError(f"data.name={data['name']} is invalid here: data.name of an image dataset is fixed; "
-                              f"choose toy data with data=toy data.name={data['name']}")
+            raise ConfigError(
+                f"data.name={data['name']} is invalid here: data.name of an image dataset is fixed; "
+                f"choose toy data with data=toy data.name={data['name']}"
+            )
         data_schema = IMAGE_SCHEMAS[data["name"]]
     else:
         if data.get("_target_") == ToyDataSettings._target_ and data.get("name") in IMAGE_SETS:
-            raise ConfigError(f"data.name={data['name']} is invalid here: data.name picks a toy set "
-                              f"({', '.join(TOY_SETS)}); choose a dataset with data={data['name']}")
+            raise ConfigError(
+                f"data.name={data['name']} is invalid here: data.name picks a toy set "
+                f"({', '.join(TOY_SETS)}); choose a dataset with data={data['name']}"
+            )
         data_schema = None
     return Settings(
         model=_spec("model", raw["model"]),
         data=build(data_schema, data, "data") if data_schema else _spec("data", data),
         loss=_spec("loss", raw["loss"]),
-        regularization=build(SCHEMAS["regularization"].get(raw["regularization"].get("name"), RegularizationSettings),
-                             raw["regularization"], "regularization"),
+        regularization=build(
+            SCHEMAS["regularization"].get(raw["regularization"].get("name"), RegularizationSettings),
+            raw["regularization"],
+            "regularization",
+        ),
         optimizer=_spec("optimizer", raw["optimizer"]),
         scheduler=_spec("scheduler", raw["scheduler"]) if raw["scheduler"].get("_target_") else None,
         trainer=build(TrainerSettings, raw["trainer"], "trainer"),
@@ -660,9 +778,14 @@ def load_settings(cfg: Any) -> Settings:
 
 
 # what the custom option of each group takes, for the line that asks for one
-TARGET_EXAMPLES = {"model": "my_nets.Net", "data": "my_data.load", "loss": "torch.nn.CrossEntropyLoss",
-                   "optimizer": "torch.optim.NAdam", "scheduler": "torch.optim.lr_scheduler.ExponentialLR",
-                   "logger": "my_logs.Printer"}
+TARGET_EXAMPLES = {
+    "model": "my_nets.Net",
+    "data": "my_data.load",
+    "loss": "torch.nn.CrossEntropyLoss",
+    "optimizer": "torch.optim.NAdam",
+    "scheduler": "torch.optim.lr_scheduler.ExponentialLR",
+    "logger": "my_logs.Printer",
+}
 
 
 def _spec(group: str, section: dict) -> Any:
@@ -671,14 +794,20 @@ def _spec(group: str, section: dict) -> Any:
     example = f"{group}._target_={TARGET_EXAMPLES.get(group, 'my_nets.Net')}"
     if target == "???":
         raise ConfigError(f"{group}._target_ is required: the dotted path of what to build, e.g. {example}")
-    require(isinstance(target, str) and target.strip() != "", f"{group}._target_", target,
-            f"the dotted path of what to build, e.g. {example}")
+    require(
+        isinstance(target, str) and target.strip() != "",
+        f"{group}._target_",
+        target,
+        f"the dotted path of what to build, e.g. {example}",
+    )
     schema = BY_TARGET.get(group, {}).get(target)
     if schema is None:
         kwargs = {k: v for k, v in section.items() if k != "_target_"}
         if group == "optimizer":  # whatever the class, these two mean the same and have the same range
-            _check_lr_and_decay(_number(kwargs.get("lr", 1.0), "optimizer.lr"),
-                                _number(kwargs.get("weight_decay", 0.0), "optimizer.weight_decay"))
+            _check_lr_and_decay(
+                _number(kwargs.get("lr", 1.0), "optimizer.lr"),
+                _number(kwargs.get("weight_decay", 0.0), "optimizer.weight_decay"),
+            )
         return Custom(target, kwargs)
     return build(schema, section, group)
 
@@ -745,11 +874,18 @@ def build(cls: type, section: dict, prefix: str) -> Any:
     unknown = sorted(set(section) - set(names) - {"_partial_", "_convert_", "_recursive_"})
     if unknown:
         near = difflib.get_close_matches(unknown[0], names, n=1)
-        require(False, f"{prefix}.{unknown[0]}", section[unknown[0]],
-                (f"did you mean {prefix}.{near[0]}? " if near else "")
-                + f"not a key of this {prefix} option; its keys: {', '.join(n for n in names if n != '_target_')}")
-    values = {name: _coerce(f"{prefix}.{name}", section[name], hints[name]) for name in names
-              if name in section and section[name] != "???"}
+        require(
+            False,
+            f"{prefix}.{unknown[0]}",
+            section[unknown[0]],
+            (f"did you mean {prefix}.{near[0]}? " if near else "")
+            + f"not a key of this {prefix} option; its keys: {', '.join(n for n in names if n != '_target_')}",
+        )
+    values = {
+        name: _coerce(f"{prefix}.{name}", section[name], hints[name])
+        for name in names
+        if name in section and section[name] != "???"
+    }
     return cls(**values)
 
 
@@ -824,11 +960,24 @@ def composition_error(exc: BaseException) -> str | None:
     if "is not a subclass of" in message:  # a whole section given one value
         section = globals().get(message.split("is not a subclass of", 1)[1].split(".")[0].strip())
         keys = _field_names(section) if dataclasses.is_dataclass(section) else ["<key>"]
-        return (f"{key}={show(value)} is invalid: {key} is a section of keys ({', '.join(keys)}); set one, e.g. "
-                f"{key}.{keys[0]}=...")
-    wanted = next((words for name, words in (("Integer", "an integer"), ("Float", "a finite number"),
-                                             ("Boolean", "true or false"), ("bool", "true or false"),
-                                             ("String", "a string")) if name in message), "another type")
+        return (
+            f"{key}={show(value)} is invalid: {key} is a section of keys ({', '.join(keys)}); set one, e.g. "
+            f"{key}.{keys[0]}=..."
+        )
+    wanted = next(
+        (
+            words
+            for name, words in (
+                ("Integer", "an integer"),
+                ("Float", "a finite number"),
+                ("Boolean", "true or false"),
+                ("bool", "true or false"),
+                ("String", "a string"),
+            )
+            if name in message
+        ),
+        "another type",
+    )
     return f"{key}={show(value)} is invalid: expected {wanted}"
 
 

@@ -22,8 +22,18 @@ from dlcli.files import open_regular
 
 METRICS = ("best_val_acc", "test_acc", "final_train_loss")
 NUMBERS = (*METRICS, "epochs", "wall_seconds")
-COLUMNS = ("job", "overrides", "status", "best_val_acc", "test_acc", "final_train_loss", "epochs", "wall_seconds",
-           "reason", "path")
+COLUMNS = (
+    "job",
+    "overrides",
+    "status",
+    "best_val_acc",
+    "test_acc",
+    "final_train_loss",
+    "epochs",
+    "wall_seconds",
+    "reason",
+    "path",
+)
 
 
 @dataclass
@@ -106,8 +116,9 @@ def _read(path: Path, parse, kind: str):
 
 
 def _unreadable(path: Path, reason: str) -> DlcliError:
-    return DlcliError(f"cannot read {path}: {reason}; repair that file, or report on the other runs only "
-                      "(pass their folders)")
+    return DlcliError(
+        f"cannot read {path}: {reason}; repair that file, or report on the other runs only (pass their folders)"
+    )
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -116,8 +127,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.is_dir():
             raise DlcliError(f"{path} is not a folder; pass run or sweep folders, e.g. outputs/multirun/<date>/<time>")
-        found = sorted({f.parent.parent for f in path.rglob(".hydra/overrides.yaml")},
-                       key=lambda p: (str(p.parent), _job_number(p)))
+        found = sorted(
+            {f.parent.parent for f in path.rglob(".hydra/overrides.yaml")},
+            key=lambda p: (str(p.parent), _job_number(p)),
+        )
         if not found:
             raise DlcliError(f"{path} holds no dlcli runs (no .hydra/overrides.yaml below it)")
         runs += [p for p in found if p not in runs]
@@ -199,22 +212,30 @@ def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> di
     writer.writerows({**asdict(j), **{k: v for k, v in settings(j).items() if k in params}} for j in jobs)
     best = next((j for j in jobs if getattr(j, metric) is not None), None)
     report = {"metric": metric, "best": best.job if best else None, "jobs": [asdict(j) for j in jobs]}
-    files = {"csv": ("sweep.csv", buffer.getvalue().encode()),
-             "json": ("sweep.json", (json.dumps(report, indent=2) + "\n").encode())}
+    files = {
+        "csv": ("sweep.csv", buffer.getvalue().encode()),
+        "json": ("sweep.json", (json.dumps(report, indent=2) + "\n").encode()),
+    }
 
     varying = varying_parameters(jobs)
     curves = [(_shown(j, varying) or j.job, read_metrics(out / j.path)) for j in jobs]
     if any(rows for _, rows in curves):
         files["curves"] = ("sweep_val_acc.png", plots.sweep_curves(curves))
-    flows = [(label, read_jsonl(out / j.path / "diagnostics.jsonl", ("epoch", "depth", "grad_norm")))
-             for (label, _), j in zip(curves, jobs)]
+    flows = [
+        (label, read_jsonl(out / j.path / "diagnostics.jsonl", ("epoch", "depth", "grad_norm")))
+        for (label, _), j in zip(curves, jobs)
+    ]
     if any(rows for _, rows in flows):
         files["gradients"] = ("sweep_gradient_flow.png", plots.sweep_gradient_flow([f for f in flows if f[1]]))
-    through_time = [(label, read_jsonl(out / j.path / "time_gradients.jsonl", ("epoch", "step", "grad_norm")))
-                    for (label, _), j in zip(curves, jobs)]
+    through_time = [
+        (label, read_jsonl(out / j.path / "time_gradients.jsonl", ("epoch", "step", "grad_norm")))
+        for (label, _), j in zip(curves, jobs)
+    ]
     if any(rows for _, rows in through_time):
-        files["through_time"] = ("sweep_gradient_through_time.png",
-                                 plots.sweep_gradient_through_time([f for f in through_time if f[1]]))
+        files["through_time"] = (
+            "sweep_gradient_through_time.png",
+            plots.sweep_gradient_through_time([f for f in through_time if f[1]]),
+        )
     grid = heatmap_grid(jobs, metric)
     if grid is not None:
         (x_name, xs), (y_name, ys), cells = grid
@@ -269,9 +290,17 @@ def print_table(jobs: list[Job], metric: str, title: str) -> None:
         style = {"ok": "green", "running": "yellow"}.get(j.status, "red")
         values = settings(j)  # blank where a job does not set the key
         shown = [escape(compact(values[k])) if k in values else "" for k in keys]
-        table.add_row("★" if j is best else "", j.job, *shown,
-                      pct(j.best_val_acc), pct(j.test_acc), num(j.final_train_loss, ".4f"), num(j.epochs, "d"),
-                      num(j.wall_seconds, ".1f"), f"[{style}]{escape(status)}[/{style}]")
+        table.add_row(
+            "★" if j is best else "",
+            j.job,
+            *shown,
+            pct(j.best_val_acc),
+            pct(j.test_acc),
+            num(j.final_train_loss, ".4f"),
+            num(j.epochs, "d"),
+            num(j.wall_seconds, ".1f"),
+            f"[{style}]{escape(status)}[/{style}]",
+        )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 

@@ -20,7 +20,10 @@ from dlcli.settings import BY_TARGET, leaves
 # the options of dlcli's own that a checkpoint may name, per group: exactly the targets of the
 # schemas of configs/model, configs/loss and configs/data; optimizers and schedules are torch's
 BUILDABLE: dict[str, tuple[str, ...]] = {
-    **{group: tuple(BY_TARGET[group]) for group in ("model", "loss", "data")}, "optimizer": (), "scheduler": ()}
+    **{group: tuple(BY_TARGET[group]) for group in ("model", "loss", "data")},
+    "optimizer": (),
+    "scheduler": (),
+}
 # ReduceLROnPlateau subclasses LRScheduler only from torch 2.2 on
 SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 # group -> (what it builds; what that must be, in words; the torch package it may come from; the
@@ -43,12 +46,16 @@ def check_targets(config: dict, allow: list[str], where: str) -> None:
         strings = [(key, value) for key, value in leaves(config) if isinstance(value, str)]
         targets = _targets(config)
     except RecursionError:
-        raise ConfigError(f"{where} was refused: its config is nested deeper than any config dlcli writes; use a "
-                          "checkpoint that dlcli train wrote") from None
+        raise ConfigError(
+            f"{where} was refused: its config is nested deeper than any config dlcli writes; use a "
+            "checkpoint that dlcli train wrote"
+        ) from None
     for key, value in strings:
         if "${" in value:
-            raise ConfigError(f"{where} was refused: its config holds an interpolation at {key} ({value!r}); "
-                              "dlcli writes resolved configs, so this checkpoint was altered")
+            raise ConfigError(
+                f"{where} was refused: its config holds an interpolation at {key} ({value!r}); "
+                "dlcli writes resolved configs, so this checkpoint was altered"
+            )
     for path, target in targets:
         if len(path) == 1 and path[0] in KINDS:
             _check_group(path[0], target, allow, where)
@@ -56,9 +63,11 @@ def check_targets(config: dict, allow: list[str], where: str) -> None:
             _check_nested(path, target, allow, where)
     for group in KINDS:
         if isinstance(config.get(group), dict) and "_args_" in config[group]:
-            raise ConfigError(f"{where} was refused: its config passes {group}._args_, positional arguments that "
-                              f"dlcli never writes (it calls {group}._target_ with keywords); use a checkpoint that "
-                              "dlcli train wrote")
+            raise ConfigError(
+                f"{where} was refused: its config passes {group}._args_, positional arguments that "
+                f"dlcli never writes (it calls {group}._target_ with keywords); use a checkpoint that "
+                "dlcli train wrote"
+            )
 
 
 def _check_group(group: str, target: Any, allow: tuple[str, ...], where: str) -> None:
@@ -72,39 +81,59 @@ def _check_group(group: str, target: Any, allow: tuple[str, ...], where: str) ->
         return
     if not _within(target, homes):
         own = ", ".join(BUILDABLE[group])
-        allowed = " or ".join(part for part in (f"one of dlcli's ({own})" if own else "",
-                                                f"{words} from {package}" if package else "",
-                                                f"from {', '.join(allow)} (allow=)" if allow else "") if part)
-        raise ConfigError(f"{where} was refused: its config builds {key}={target!r}, which is not {noun} dlcli "
-                          f"rebuilds: {noun} is {allowed}; if it is {words} of your own that you trust, allow its "
-                          f"module: allow=[{_module_of(target)}]")
+        allowed = " or ".join(
+            part
+            for part in (
+                f"one of dlcli's ({own})" if own else "",
+                f"{words} from {package}" if package else "",
+                f"from {', '.join(allow)} (allow=)" if allow else "",
+            )
+            if part
+        )
+        raise ConfigError(
+            f"{where} was refused: its config builds {key}={target!r}, which is not {noun} dlcli "
+            f"rebuilds: {noun} is {allowed}; if it is {words} of your own that you trust, allow its "
+            f"module: allow=[{_module_of(target)}]"
+        )
     found = _find(target, key, where)
     home = _home(found)
     if not _within(home, homes):
-        raise ConfigError(f"{where} was refused: its config builds {key}={target!r}, which leads to something "
-                          f"defined in {home}, outside {', '.join(homes)}; name it where it is defined, and allow "
-                          "that module if you trust it")
+        raise ConfigError(
+            f"{where} was refused: its config builds {key}={target!r}, which leads to something "
+            f"defined in {home}, outside {', '.join(homes)}; name it where it is defined, and allow "
+            "that module if you trust it"
+        )
     fits = (isinstance(found, type) and issubclass(found, bases)) if bases else callable(found)
     if not fits:
         what = f"the class {found.__name__}" if isinstance(found, type) else f"a {type(found).__name__}"
-        raise ConfigError(f"{where} was refused: its config builds {key}={target!r}, which is {what}, not "
-                          f"{words}; {noun} must be one")
+        raise ConfigError(
+            f"{where} was refused: its config builds {key}={target!r}, which is {what}, not {words}; {noun} must be one"
+        )
 
 
 def _check_nested(path: tuple[str, ...], target: Any, allow: tuple[str, ...], where: str) -> None:
     key = ".".join((*path, "_target_"))
-    place = (f"nested in {path[0]}, where Hydra would build it while building {path[0]}" if len(path) > 1
-             else f"in {path[0]}, which builds nothing" if path else "at the top of the config, which builds nothing")
+    place = (
+        f"nested in {path[0]}, where Hydra would build it while building {path[0]}"
+        if len(path) > 1
+        else f"in {path[0]}, which builds nothing"
+        if path
+        else "at the top of the config, which builds nothing"
+    )
     _dotted(key, target, where)
     if not _within(target, allow):
-        raise ConfigError(f"{where} was refused: its config builds {key}={target!r} {place}; a checkpoint's config "
-                          "builds such objects only from modules you allow: if you trust it, allow its module: "
-                          f"allow=[{_module_of(target)}]")
+        raise ConfigError(
+            f"{where} was refused: its config builds {key}={target!r} {place}; a checkpoint's config "
+            "builds such objects only from modules you allow: if you trust it, allow its module: "
+            f"allow=[{_module_of(target)}]"
+        )
     home = _home(_find(target, key, where))
     if not _within(home, allow):
-        raise ConfigError(f"{where} was refused: its config builds {key}={target!r}, which leads to something "
-                          f"defined in {home}, outside {', '.join(allow)}; name it where it is defined, and allow "
-                          "that module if you trust it")
+        raise ConfigError(
+            f"{where} was refused: its config builds {key}={target!r}, which leads to something "
+            f"defined in {home}, outside {', '.join(allow)}; name it where it is defined, and allow "
+            "that module if you trust it"
+        )
 
 
 def _find(target: str, key: str, where: str) -> Any:
@@ -118,9 +147,11 @@ def _find(target: str, key: str, where: str) -> Any:
         return _locate(target)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        raise ConfigError(f"{where}: its config builds {key}={target!r}, which cannot be imported "
-                          f"({type(cause).__name__}: {first_line(cause)}); run dlcli from the folder that holds its "
-                          "module, or put that folder on PYTHONPATH") from None
+        raise ConfigError(
+            f"{where}: its config builds {key}={target!r}, which cannot be imported "
+            f"({type(cause).__name__}: {first_line(cause)}); run dlcli from the folder that holds its "
+            "module, or put that folder on PYTHONPATH"
+        ) from None
 
 
 def _targets(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -140,8 +171,10 @@ def _targets(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...
 
 def _dotted(key: str, target: Any, where: str) -> None:
     if not isinstance(target, str) or not target.strip():
-        raise ConfigError(f"{where} was refused: its config builds {key}={target!r}, which is not the dotted path "
-                          "of a class or function; use a checkpoint that dlcli train wrote")
+        raise ConfigError(
+            f"{where} was refused: its config builds {key}={target!r}, which is not the dotted path "
+            "of a class or function; use a checkpoint that dlcli train wrote"
+        )
 
 
 def _within(name: str, modules: tuple[str, ...]) -> bool:

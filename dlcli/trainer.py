@@ -49,8 +49,14 @@ class Progress:
     @classmethod
     def saved(cls, state: dict) -> "Progress":
         """Where the run of a checkpoint stood."""
-        return cls(epoch=state["epoch"], step=state["step"], best_epoch=state["best_epoch"],
-                   best_value=state["best_value"], history=list(state["metrics"]), in_epoch=state.get("in_epoch"))
+        return cls(
+            epoch=state["epoch"],
+            step=state["step"],
+            best_epoch=state["best_epoch"],
+            best_value=state["best_value"],
+            history=list(state["metrics"]),
+            in_epoch=state.get("in_epoch"),
+        )
 
     def improved(self, monitor: str, value: float) -> bool:
         if self.best_value is None:
@@ -99,8 +105,9 @@ class Trainer:
         with _stop_requests(escalate=self.world.size == 1) as stop:
             self.stop = stop
             for epoch in range(self.progress.epoch + 1, s.epochs + 1):
-                self.progress.stop_reason = stalled(self.progress.history, s.monitor, s.early_stopping.patience,
-                                                    s.early_stopping.min_delta)
+                self.progress.stop_reason = stalled(
+                    self.progress.history, s.monitor, s.early_stopping.patience, s.early_stopping.min_delta
+                )
                 if self.progress.stop_reason:  # checked here, not after the epoch: a resumed run stops alike
                     log.info(f"early stopping after epoch {self.progress.epoch}: {self.progress.stop_reason}")
                     break
@@ -109,20 +116,28 @@ class Trainer:
                 train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
                 if self.flow is not None:
                     self.flow.record(epoch)
-                val = evaluate(self.network, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast,
-                               self.world)
+                val = evaluate(
+                    self.network, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast, self.world
+                )
                 self.schedule.after_epoch(val["loss"])
                 seconds = time.perf_counter() - started
                 row = {
-                    "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                    "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
-                    "epoch_seconds": round(seconds, 4), "samples_per_second": round(trained / train_seconds, 1),
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "val_loss": val["loss"],
+                    "val_acc": val["acc"],
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "epoch_seconds": round(seconds, 4),
+                    "samples_per_second": round(trained / train_seconds, 1),
                 }
                 self.progress.epoch, self.progress.in_epoch = epoch, None
                 self.progress.history.append(row)
-                log.info(f"epoch {epoch}/{s.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
-                         f"val loss {val['loss']:.4f} acc {val['acc']:.2%}  lr {row['lr']:.3g}  "
-                         f"{seconds:.1f}s ({row['samples_per_second']:,.0f} train samples/s)")
+                log.info(
+                    f"epoch {epoch}/{s.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
+                    f"val loss {val['loss']:.4f} acc {val['acc']:.2%}  lr {row['lr']:.3g}  "
+                    f"{seconds:.1f}s ({row['samples_per_second']:,.0f} train samples/s)"
+                )
                 if self.progress.improved(s.monitor, row[s.monitor]):
                     self.progress.best_value, self.progress.best_epoch = row[s.monitor], epoch
                     self.save("best.pt")  # before last.pt: a kill in between redoes this epoch, same result
@@ -135,8 +150,10 @@ class Trainer:
             if not self.progress.best_epoch and self.progress.history:
                 # resumed from another run's checkpoint with no epoch left to train: the weights it
                 # resumed are this folder's best (and its last, for a resume of this folder)
-                self.progress.best_epoch, self.progress.best_value = self.progress.epoch, \
-                    self.progress.history[-1][s.monitor]
+                self.progress.best_epoch, self.progress.best_value = (
+                    self.progress.epoch,
+                    self.progress.history[-1][s.monitor],
+                )
                 self.save("best.pt")
                 self.save("last.pt")
         return self.progress
@@ -233,8 +250,10 @@ class Trainer:
                 last = f"{before[-1]:.4g}" if before else "none in this window"
                 kept = self.checkpoint_dir / "last.pt"
                 kept_msg = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written"
-                raise DivergedError(f"loss became {value} at epoch {epoch}, step {step} (last finite loss {last}); "
-                                    f"training stopped and {kept_msg}; try a smaller optimizer.lr")
+                raise DivergedError(
+                    f"loss became {value} at epoch {epoch}, step {step} (last finite loss {last}); "
+                    f"training stopped and {kept_msg}; try a smaller optimizer.lr"
+                )
 
     def save(self, name: str) -> None:
         """Rank 0 writes the checkpoint; every process must call this, as it gathers their RNG states."""
@@ -242,24 +261,27 @@ class Trainer:
         rngs = self.world.gather(rng_states(self.data.train.y.device))
         if not self.world.main:
             return
-        save_checkpoint(self.checkpoint_dir / name, {
-            "config": self.config,
-            "model": bare(self.model).state_dict(),
-            "optimizer": optimizer_state(self.optimizer_target, self.optimizer),
-            "scheduler": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # fp16's loss scale
-            "epoch": p.epoch,
-            "step": p.step,
-            "best_epoch": p.best_epoch,
-            "best_value": p.best_value,
-            "metrics": p.history,
-            "in_epoch": p.in_epoch,  # None at an epoch's end; else where in the epoch, with its running sums
-            "rng": rngs[0],
-            "rng_ranks": rngs,  # one per process: dropout draws differ between them
-            "world_size": self.world.size,
-            "tracked": self.tracked,
-            "inputs": self.data.record(),  # how inputs were prepared, for dlcli predict and export
-        })
+        save_checkpoint(
+            self.checkpoint_dir / name,
+            {
+                "config": self.config,
+                "model": bare(self.model).state_dict(),
+                "optimizer": optimizer_state(self.optimizer_target, self.optimizer),
+                "scheduler": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # fp16's loss scale
+                "epoch": p.epoch,
+                "step": p.step,
+                "best_epoch": p.best_epoch,
+                "best_value": p.best_value,
+                "metrics": p.history,
+                "in_epoch": p.in_epoch,  # None at an epoch's end; else where in the epoch, with its running sums
+                "rng": rngs[0],
+                "rng_ranks": rngs,  # one per process: dropout draws differ between them
+                "world_size": self.world.size,
+                "tracked": self.tracked,
+                "inputs": self.data.record(),  # how inputs were prepared, for dlcli predict and export
+            },
+        )
 
     def resume_from(self, state: dict) -> None:
         """The optimizer, schedule, scaler and random generators as the checkpoint left them (where the
@@ -272,8 +294,10 @@ class Trainer:
         if saved == world.size:
             restore_rng_states(state.get("rng_ranks", [state["rng"]])[world.rank], self.data.train.y.device)
         elif world.main:  # the others keep the generators run_training seeded for them
-            log.warning(f"resuming a run of {saved} process(es) with {world.size}: it carries on, but not "
-                        f"bit for bit as {saved} process(es) would have (other batch shares, sums and draws)")
+            log.warning(
+                f"resuming a run of {saved} process(es) with {world.size}: it carries on, but not "
+                f"bit for bit as {saved} process(es) would have (other batch shares, sums and draws)"
+            )
             restore_rng_states(state["rng"], self.data.train.y.device)
 
 
@@ -293,8 +317,10 @@ def stalled(history: list[dict], monitor: str, patience: int | None, min_delta: 
     if waited < patience:
         return None
     by = f" by more than {min_delta:g}" if min_delta else ""
-    return (f"{monitor} did not improve{by} for {waited} epochs (trainer.early_stopping.patience={patience}); "
-            f"it last did at epoch {best_epoch}, to {best:.4g}")
+    return (
+        f"{monitor} did not improve{by} for {waited} epochs (trainer.early_stopping.patience={patience}); "
+        f"it last did at epoch {best_epoch}, to {best:.4g}"
+    )
 
 
 def autocast(precision: str, device: torch.device):
@@ -305,8 +331,15 @@ def autocast(precision: str, device: torch.device):
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: DataBundle, split: str, loss_fn: nn.Module, batch_size: int,
-             autocast=contextlib.nullcontext, world: World = World()) -> dict:
+def evaluate(
+    model: nn.Module,
+    data: DataBundle,
+    split: str,
+    loss_fn: nn.Module,
+    batch_size: int,
+    autocast=contextlib.nullcontext,
+    world: World = World(),
+) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of a split;
     with several processes each evaluates its share and the sums are shared."""
     model.eval()
@@ -334,8 +367,15 @@ def bare(model: nn.Module) -> nn.Module:
 def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, unit="step", dynamic_ncols=True,
-                disable=not (enabled and sys.stderr.isatty()))
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (enabled and sys.stderr.isatty()),
+    )
 
 
 class _StopFlag:

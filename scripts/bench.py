@@ -72,16 +72,27 @@ def images(dataset: str, n: int, root: Path | None) -> tuple[torch.Tensor, torch
         return x.repeat(reps, 1, 1, 1)[:n], y.repeat(reps)[:n], "real"
     gen = torch.Generator().manual_seed(0)
     shape = IMAGE_SETS[dataset].shape
-    return torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=gen), "synthetic"
+    return (
+        torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=gen),
+        "synthetic",
+    )
 
 
 def bundle(x: torch.Tensor, y: torch.Tensor, dataset: str, device: torch.device) -> DataBundle:
     mean, std = MEAN_STD[dataset]
     std_t = torch.tensor(std).view(1, -1, 1, 1)
     split = Split(x.to(device), y.to(device))
-    return DataBundle(train=split, val=split, test=split, input_shape=tuple(x.shape[1:]),
-                      classes=tuple(str(i) for i in range(10)), scale=(1 / (255 * std_t)).to(device),
-                      shift=(torch.tensor(mean).view(1, -1, 1, 1) / std_t).to(device), augment=False)
+    return DataBundle(
+        train=split,
+        val=split,
+        test=split,
+        input_shape=tuple(x.shape[1:]),
+        classes=tuple(str(i) for i in range(10)),
+        scale=(1 / (255 * std_t)).to(device),
+        shift=(torch.tensor(mean).view(1, -1, 1, 1) / std_t).to(device),
+        augment=False,
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -92,8 +103,16 @@ def sync(device: torch.device) -> None:
 class Contenders:
     """The three ways of training one model, each able to run `steps` optimizer steps."""
 
-    def __init__(self, name: str, device: torch.device, batch: int, steps: int, root: Path | None,
-                 precision: str = "32", channels_last: bool = False):
+    def __init__(
+        self,
+        name: str,
+        device: torch.device,
+        batch: int,
+        steps: int,
+        root: Path | None,
+        precision: str = "32",
+        channels_last: bool = False,
+    ):
         settings, dataset = MODELS[name]
         self.name, self.device, self.batch, self.steps, self.dataset = name, device, batch, steps, dataset
         x, y, self.source = images(dataset, batch * steps, root)
@@ -104,17 +123,24 @@ class Contenders:
         if channels_last and device.type == "cuda" and len(self.data.input_shape) == 3:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(SGDSettings(lr=0.01, momentum=0.9, nesterov=False), self.model, device)
-        self.reference = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
-                                         fused=device.type == "cuda" or None)
+        self.reference = torch.optim.SGD(
+            self.model.parameters(), lr=0.01, momentum=0.9, fused=device.type == "cuda" or None
+        )
         self.loss_fn = CrossEntropy()
         self.precision = precision
         self.trainer = Trainer(
-            model=self.model, data=self.data, loss_fn=self.loss_fn,
-            penalty=Penalty(RegularizationSettings(), []), optimizer=self.optimizer,
-            optimizer_target=SGDSettings._target_, schedule=build_schedule(None, self.optimizer, 1, steps),
-            settings=TrainerSettings(batch_size=batch, progress=False, log_every=50, precision=precision,
-                                     channels_last=channels_last),
-            run_dir=Path(tempfile.mkdtemp()), config={},
+            model=self.model,
+            data=self.data,
+            loss_fn=self.loss_fn,
+            penalty=Penalty(RegularizationSettings(), []),
+            optimizer=self.optimizer,
+            optimizer_target=SGDSettings._target_,
+            schedule=build_schedule(None, self.optimizer, 1, steps),
+            settings=TrainerSettings(
+                batch_size=batch, progress=False, log_every=50, precision=precision, channels_last=channels_last
+            ),
+            run_dir=Path(tempfile.mkdtemp()),
+            config={},
         )
         self.epoch = 0
 
@@ -141,16 +167,21 @@ class Contenders:
         return self.batch * self.steps / (time.perf_counter() - start)
 
     def _floor_batch(self):
-        x = self.data.inputs(self.data.train.x[:self.batch])
+        x = self.data.inputs(self.data.train.x[: self.batch])
         if self.trainer.settings.channels_last and x.ndim == 4 and self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        yield x, self.data.train.y[:self.batch]
+        yield x, self.data.train.y[: self.batch]
 
     def recipe(self) -> float:
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(self._recipe_dataset(), batch_size=self.batch, shuffle=True, num_workers=0,
-                            pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            self._recipe_dataset(),
+            batch_size=self.batch,
+            shuffle=True,
+            num_workers=0,
+            pin_memory=self.device.type == "cuda",
+        )
         self.model.train()
         sync(self.device)
         start = time.perf_counter()
@@ -201,10 +232,19 @@ def bench_model(name, device, batch, steps, rounds, root, precision="32", channe
         if precision == "32" and not channels_last:
             runs["recipe"].append(c.recipe())
     med = {k: statistics.median(v) for k, v in runs.items() if v}
-    row = {"model": name, "device": str(device), "precision": precision, "channels_last": channels_last,
-           "data": f"{c.dataset} ({c.source})", "batch": batch, "images": batch * steps,
-           "dlcli_images_per_s": round(med["dlcli"], 1), "floor_images_per_s": round(med["floor"], 1),
-           "eval_images_per_s": round(c.evaluation(), 1), "dlcli_over_floor": round(med["dlcli"] / med["floor"], 3)}
+    row = {
+        "model": name,
+        "device": str(device),
+        "precision": precision,
+        "channels_last": channels_last,
+        "data": f"{c.dataset} ({c.source})",
+        "batch": batch,
+        "images": batch * steps,
+        "dlcli_images_per_s": round(med["dlcli"], 1),
+        "floor_images_per_s": round(med["floor"], 1),
+        "eval_images_per_s": round(c.evaluation(), 1),
+        "dlcli_over_floor": round(med["dlcli"] / med["floor"], 3),
+    }
     if "recipe" in med:
         row["recipe_images_per_s"] = round(med["recipe"], 1)
         row["dlcli_over_recipe"] = round(med["dlcli"] / med["recipe"], 3)
@@ -218,8 +258,13 @@ def run_child(args: list[str], cwd: Path) -> tuple[float, dict, int]:
     wait4's ru_maxrss would also count this bench's memory, shared with the child between fork and exec.
     """
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -240,15 +285,27 @@ def startup(root: Path | None, tiny: bool, device: str) -> dict:
         data = ["data=mnist", f"data.root={root}"] if root else ["data.name=spirals"]
         model = "model=lenet" if root else "model=mlp"
         subset = ["data.subset=2000"] if tiny and root else []
-        args = ["train", model, *data, *subset, "trainer.epochs=1", "trainer.progress=false",
-                f"trainer.device={device}", "hydra.run.dir=run"]
+        args = [
+            "train",
+            model,
+            *data,
+            *subset,
+            "trainer.epochs=1",
+            "trainer.progress=false",
+            f"trainer.device={device}",
+            "hydra.run.dir=run",
+        ]
         if not tiny:  # the timed run then reads the data cache, as every run after a first one does
             run_child([*args[:-1], "hydra.run.dir=warm-up"], Path(tmp))
         wall, usage, code = run_child(args, Path(tmp))
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text()) if code == 0 else {}
-        return {"help_seconds": round(statistics.median(helps), 3), "train_run": " ".join(args[1:-1]),
-                "start_to_first_step_seconds": summary.get("startup_seconds"),
-                "one_epoch_wall_seconds": round(wall, 2), **usage}
+        return {
+            "help_seconds": round(statistics.median(helps), 3),
+            "train_run": " ".join(args[1:-1]),
+            "start_to_first_step_seconds": summary.get("startup_seconds"),
+            "one_epoch_wall_seconds": round(wall, 2),
+            **usage,
+        }
 
 
 PRESETS = {"lenet_mnist_fast": 0.990, "mlp_mnist_fast": 0.980}
@@ -263,9 +320,17 @@ def time_to_accuracy(root: Path | None, device: str) -> list[dict]:
             run_child([*args, "hydra.run.dir=warm", "trainer.epochs=1"], Path(tmp))  # fills the data cache
             wall, usage, code = run_child([*args, "hydra.run.dir=run"], Path(tmp))
             summary = json.loads((Path(tmp) / "run" / "summary.json").read_text()) if code == 0 else {}
-            rows.append({"preset": preset, "target": target, "test_acc": summary.get("test_acc"),
-                         "reached": (summary.get("test_acc") or 0) >= target, "wall_seconds": round(wall, 2),
-                         "epochs": summary.get("epochs"), **usage})
+            rows.append(
+                {
+                    "preset": preset,
+                    "target": target,
+                    "test_acc": summary.get("test_acc"),
+                    "reached": (summary.get("test_acc") or 0) >= target,
+                    "wall_seconds": round(wall, 2),
+                    "epochs": summary.get("epochs"),
+                    **usage,
+                }
+            )
     return rows
 
 
@@ -278,8 +343,15 @@ def data_parallel(root: Path | None, device: str, rounds: int, tiny: bool) -> di
     counts = list(range(1, gpus + 1)) if gpus else [1, 2]
     cores = os.cpu_count() or 1
     data = ["data=mnist", f"data.root={root}"] if root else ["data.name=spirals", "model=mlp"]
-    args = ["train", *(["model=lenet"] if root else []), *data, f"data.subset={2000 if tiny else 24000}",
-            f"trainer.epochs={2 if tiny else 3}", "trainer.progress=false", f"trainer.device={device}"]
+    args = [
+        "train",
+        *(["model=lenet"] if root else []),
+        *data,
+        f"data.subset={2000 if tiny else 24000}",
+        f"trainer.epochs={2 if tiny else 3}",
+        "trainer.progress=false",
+        f"trainer.device={device}",
+    ]
     rates: dict[int, list[float]] = {n: [] for n in counts}
     with tempfile.TemporaryDirectory() as tmp:
         run_child([*args, "hydra.run.dir=warm-up", "trainer.epochs=1"], Path(tmp))  # fills the data cache
@@ -295,9 +367,15 @@ def data_parallel(root: Path | None, device: str, rounds: int, tiny: bool) -> di
     for n in counts:
         rate = statistics.median(rates[n])
         # on CPU the processes share the same cores as the one process's threads: no efficiency to speak of
-        table.append({"processes": n, "threads_each": max(1, cores // n) if not gpus else None,
-                      "images_per_s": round(rate, 1), "speedup": round(rate / one, 3),
-                      "efficiency": round(rate / one / n, 3) if gpus else None})
+        table.append(
+            {
+                "processes": n,
+                "threads_each": max(1, cores // n) if not gpus else None,
+                "images_per_s": round(rate, 1),
+                "speedup": round(rate / one, 3),
+                "efficiency": round(rate / one / n, 3) if gpus else None,
+            }
+        )
     return {"run": "dlcli train " + " ".join(args[1:]), "device": device, "rows": table}
 
 
@@ -311,12 +389,20 @@ def launchers(rounds: int) -> dict:
         for name, extra in (("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *SWEEP, *extra], cwd=tmp, check=True,
-                               capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-m", "dlcli.cli", "train", *SWEEP, *extra],
+                    cwd=tmp,
+                    check=True,
+                    capture_output=True,
+                )
                 times[name].append(time.perf_counter() - start)
     basic, joblib = statistics.median(times["basic"]), statistics.median(times["joblib"])
-    return {"sweep": "dlcli train " + " ".join(SWEEP), "basic_seconds": round(basic, 2),
-            "joblib_seconds": round(joblib, 2), "basic_over_joblib": round(basic / joblib, 2)}
+    return {
+        "sweep": "dlcli train " + " ".join(SWEEP),
+        "basic_seconds": round(basic, 2),
+        "joblib_seconds": round(joblib, 2),
+        "basic_over_joblib": round(basic / joblib, 2),
+    }
 
 
 def print_tables(result: dict) -> None:
@@ -325,40 +411,71 @@ def print_tables(result: dict) -> None:
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     if result.get("models"):
-        t = Table(title=f"training images/s, {result['device']} ({result['threads']} threads), median of "
-                        f"{result['rounds']} rounds")
-        for col in ("model", "data", "batch", "precision", "recipe", "dlcli", "floor", "dlcli/floor",
-                    "dlcli/recipe", "eval"):
+        t = Table(
+            title=f"training images/s, {result['device']} ({result['threads']} threads), median of "
+            f"{result['rounds']} rounds"
+        )
+        for col in (
+            "model",
+            "data",
+            "batch",
+            "precision",
+            "recipe",
+            "dlcli",
+            "floor",
+            "dlcli/floor",
+            "dlcli/recipe",
+            "eval",
+        ):
             t.add_column(col, justify="right" if col not in ("model", "data") else "left")
         for r in result["models"]:
             prec = r["precision"] + (" + channels_last" if r["channels_last"] else "")
-            t.add_row(r["model"], r["data"], str(r["batch"]), prec, f"{r.get('recipe_images_per_s', 0):,.0f}",
-                      f"{r['dlcli_images_per_s']:,.0f}", f"{r['floor_images_per_s']:,.0f}",
-                      f"{r['dlcli_over_floor']:.2f}", f"{r['dlcli_over_recipe']:.2f}" if "dlcli_over_recipe" in r
-                      else "-", f"{r['eval_images_per_s']:,.0f}")
+            t.add_row(
+                r["model"],
+                r["data"],
+                str(r["batch"]),
+                prec,
+                f"{r.get('recipe_images_per_s', 0):,.0f}",
+                f"{r['dlcli_images_per_s']:,.0f}",
+                f"{r['floor_images_per_s']:,.0f}",
+                f"{r['dlcli_over_floor']:.2f}",
+                f"{r['dlcli_over_recipe']:.2f}" if "dlcli_over_recipe" in r else "-",
+                f"{r['eval_images_per_s']:,.0f}",
+            )
         console.print(t)
     if result.get("startup"):
         s = result["startup"]
-        console.print(f"dlcli --help: {s['help_seconds']:.3f} s; `dlcli train {s['train_run']}`: "
-                      f"first optimizer step after {s['start_to_first_step_seconds']} s, "
-                      f"{s['one_epoch_wall_seconds']} s wall, peak RSS {s['peak_rss_mb']} MB")
+        console.print(
+            f"dlcli --help: {s['help_seconds']:.3f} s; `dlcli train {s['train_run']}`: "
+            f"first optimizer step after {s['start_to_first_step_seconds']} s, "
+            f"{s['one_epoch_wall_seconds']} s wall, peak RSS {s['peak_rss_mb']} MB"
+        )
     if result.get("ddp"):
         d = result["ddp"]
         t = Table(title=f"data parallel, {d['device']}: {d['run']}")
         for col in ("processes", "threads each", "train images/s", "speed-up", "efficiency"):
             t.add_column(col, justify="right")
         for r in d["rows"]:
-            t.add_row(str(r["processes"]), str(r["threads_each"] or "-"), f"{r['images_per_s']:,.0f}",
-                      f"{r['speedup']:.2f}", f"{r['efficiency']:.2f}" if r["efficiency"] is not None else "-")
+            t.add_row(
+                str(r["processes"]),
+                str(r["threads_each"] or "-"),
+                f"{r['images_per_s']:,.0f}",
+                f"{r['speedup']:.2f}",
+                f"{r['efficiency']:.2f}" if r["efficiency"] is not None else "-",
+            )
         console.print(t)
     if result.get("launchers"):
         s = result["launchers"]
-        console.print(f"4-job toy sweep: basic launcher {s['basic_seconds']} s, joblib n_jobs=2 "
-                      f"{s['joblib_seconds']} s: joblib {s['basic_over_joblib']}x as fast")
+        console.print(
+            f"4-job toy sweep: basic launcher {s['basic_seconds']} s, joblib n_jobs=2 "
+            f"{s['joblib_seconds']} s: joblib {s['basic_over_joblib']}x as fast"
+        )
     for r in result.get("tta", []):
-        console.print(f"experiment={r['preset']}: test acc {r['test_acc']} (target {r['target']}) in "
-                      f"{r['wall_seconds']} s wall for the whole process, {r['epochs']} epochs, "
-                      f"peak RSS {r['peak_rss_mb']} MB")
+        console.print(
+            f"experiment={r['preset']}: test acc {r['test_acc']} (target {r['target']}) in "
+            f"{r['wall_seconds']} s wall for the whole process, {r['epochs']} epochs, "
+            f"peak RSS {r['peak_rss_mb']} MB"
+        )
 
 
 def main() -> int:
@@ -380,9 +497,14 @@ def main() -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     root = find_data_root()
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "threads": torch.get_num_threads(), "rounds": args.rounds, "torch": torch.__version__,
-              "models": [], "tta": []}
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "models": [],
+        "tta": [],
+    }
     if args.tta:
         result["tta"] = time_to_accuracy(root, args.device)
     elif args.launchers:
@@ -393,8 +515,18 @@ def main() -> int:
         for name in args.models.split(","):
             result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root))
             if device.type == "cuda":
-                result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root,
-                                                    precision="bf16", channels_last=name != "mlp"))
+                result["models"].append(
+                    bench_model(
+                        name,
+                        device,
+                        args.batch,
+                        args.steps,
+                        args.rounds,
+                        root,
+                        precision="bf16",
+                        channels_last=name != "mlp",
+                    )
+                )
         result["startup"] = startup(root, args.tiny, args.device)
     result["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print_tables(result)

@@ -21,13 +21,19 @@ TIMING = {"epoch_seconds", "samples_per_second", "wall_seconds", "startup_second
 
 
 def dlcli(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *args, "trainer.progress=false"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlcli.cli", "train", *args, "trainer.progress=false"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def numbers(run: Path) -> tuple[list[dict], dict]:
-    rows = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
     summary = {k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k not in TIMING}
     return rows, summary
 
@@ -67,9 +73,16 @@ def kill_and_resume(overrides: list[str], kills: int, seed: int, every: int) -> 
         assert final.wait() == 0, final.stderr.read().decode()
         ref_rows, ref_summary = numbers(tmp / "ref")
         cut_rows, cut_summary = numbers(tmp / "cut")
-        return {"kills": landed, "kill_seconds": moments, "mid_epoch_checkpoints": mid_epoch, "uninterrupted_seconds": round(duration, 2),
-                "metrics_equal": ref_rows == cut_rows, "summary_equal": ref_summary == cut_summary,
-                "test_acc": ref_summary.get("test_acc"), "epochs": len(ref_rows)}
+        return {
+            "kills": landed,
+            "kill_seconds": moments,
+            "mid_epoch_checkpoints": mid_epoch,
+            "uninterrupted_seconds": round(duration, 2),
+            "metrics_equal": ref_rows == cut_rows,
+            "summary_equal": ref_summary == cut_summary,
+            "test_acc": ref_summary.get("test_acc"),
+            "epochs": len(ref_rows),
+        }
 
 
 def main() -> int:

@@ -15,8 +15,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # what a dlcli run writes where it runs; a test that writes any of it into the repository is wrong
-RUN_FILES = {"outputs", "multirun", "data", "dlcli-cache", ".hydra", ".lock", ".log", ".pt", ".json", ".jsonl", ".csv",
-             ".png"}
+RUN_FILES = {
+    "outputs",
+    "multirun",
+    "data",
+    "dlcli-cache",
+    ".hydra",
+    ".lock",
+    ".log",
+    ".pt",
+    ".json",
+    ".jsonl",
+    ".csv",
+    ".png",
+}
 FAST_TOY = ["trainer.epochs=2", "data.n_samples=600", "model.width=32", "trainer.progress=false"]
 
 
@@ -31,11 +43,15 @@ def repository_untouched():
     yield
     if not (REPO / ".git").exists():
         return
-    listed = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
-                            capture_output=True, text=True).stdout.splitlines()
+    listed = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True
+    ).stdout.splitlines()
     paths = [Path(line[3:]) for line in listed if line[:2] in ("??", "!!")]
-    written = [str(p) for p in paths if RUN_FILES & {*p.parts, p.suffix} and (REPO / p).exists()
-               and (REPO / p).stat().st_mtime >= started]
+    written = [
+        str(p)
+        for p in paths
+        if RUN_FILES & {*p.parts, p.suffix} and (REPO / p).exists() and (REPO / p).stat().st_mtime >= started
+    ]
     assert not written, f"tests wrote into the repository: {written[:10]}"
 
 
@@ -114,8 +130,14 @@ def dlcli(tmp_path, cache_dir):
         full_env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
         for key in ("DLCLI_DEBUG", "HYDRA_FULL_ERROR"):
             full_env.pop(key, None)
-        return subprocess.run([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd or tmp_path, env=full_env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "dlcli.cli", *args],
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
@@ -125,8 +147,13 @@ def toy_checkpoint(tmp_path_factory, cache_dir) -> Path:
     """last.pt of a finished toy run, for tests that read it or derive damaged and crafted ones from it."""
     where = tmp_path_factory.mktemp("ckpt")
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where,
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"],
+        cwd=where,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return where / "run" / "checkpoints" / "last.pt"
 
 
@@ -148,10 +175,28 @@ def lenet_run(tmp_path_factory, mnist_root, cache_dir) -> Path:
     for the tests that evaluate, predict with or export a real model."""
     where = tmp_path_factory.mktemp("lenet")
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train", "model=lenet", f"data.root={mnist_root}",
-                           "data.subset=10000", "trainer.batch_size=32", "optimizer.lr=0.003", "trainer.epochs=2",
-                           "trainer.progress=false", "data.download=false", "hydra.run.dir=run"],
-                          cwd=where, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlcli.cli",
+            "train",
+            "model=lenet",
+            f"data.root={mnist_root}",
+            "data.subset=10000",
+            "trainer.batch_size=32",
+            "optimizer.lr=0.003",
+            "trainer.epochs=2",
+            "trainer.progress=false",
+            "data.download=false",
+            "hydra.run.dir=run",
+        ],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return where / "run"
 

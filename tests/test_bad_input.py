@@ -49,16 +49,19 @@ def test_path_errors_are_answered_before_torch_is_imported(dlcli, tmp_path, keep
     assert not (tmp_path / "nowhere").exists()
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("optimizer.lr=-1", "optimizer.lr=-1 is invalid: a number > 0"),
-    ("optimizer.lr=0", "optimizer.lr=0 is invalid"),
-    ("model.depth=-2", "model.depth=-2 is invalid"),
-    ("trainer.batch_size=0", "trainer.batch_size=0 is invalid"),
-    ("model.activation=swish", "model.activation='swish' is invalid: choose one of sigmoid, tanh, relu"),
-    ("model.width=[8,8,8]", "model.width=[8, 8, 8] is invalid: a list needs one width per hidden layer"),
-    ("regularization.strength=-0.5", "regularization.strength=-0.5 is invalid"),
-    ("trainer.device=gpu", "trainer.device='gpu' is invalid: auto, cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("optimizer.lr=-1", "optimizer.lr=-1 is invalid: a number > 0"),
+        ("optimizer.lr=0", "optimizer.lr=0 is invalid"),
+        ("model.depth=-2", "model.depth=-2 is invalid"),
+        ("trainer.batch_size=0", "trainer.batch_size=0 is invalid"),
+        ("model.activation=swish", "model.activation='swish' is invalid: choose one of sigmoid, tanh, relu"),
+        ("model.width=[8,8,8]", "model.width=[8, 8, 8] is invalid: a list needs one width per hidden layer"),
+        ("regularization.strength=-0.5", "regularization.strength=-0.5 is invalid"),
+        ("trainer.device=gpu", "trainer.device='gpu' is invalid: auto, cpu, cuda or cuda:N"),
+    ],
+)
 def test_invalid_value_is_one_line_naming_key_value_and_rule(dlcli, tmp_path, keepsake, override, needle):
     proc = dlcli("train", override)
     assert_one_line_error(proc, needle)
@@ -111,10 +114,22 @@ def test_a_cnn_on_2d_points_is_refused(dlcli):
 
 def test_diverging_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(dlcli, tmp_path):
     # one-cycle starts at lr/25, which ELU layers survive for a few epochs; lr itself blows them up
-    run = ["train", *FAST_TOY, "trainer.epochs=6", "model.activation=elu", "model.depth=3", "optimizer=sgd",
-           "optimizer.momentum=0",
-           "optimizer.nesterov=false", "optimizer.lr=10", "scheduler=onecycle", "scheduler.pct_start=0.9",
-           "hydra.run.dir=run", "trainer.device=cpu", "trainer.threads=2"]  # the same numbers on any machine
+    run = [
+        "train",
+        *FAST_TOY,
+        "trainer.epochs=6",
+        "model.activation=elu",
+        "model.depth=3",
+        "optimizer=sgd",
+        "optimizer.momentum=0",
+        "optimizer.nesterov=false",
+        "optimizer.lr=10",
+        "scheduler=onecycle",
+        "scheduler.pct_start=0.9",
+        "hydra.run.dir=run",
+        "trainer.device=cpu",
+        "trainer.threads=2",
+    ]  # the same numbers on any machine
     proc = dlcli(*run)
     assert_one_line_error(proc, "loss became", "at epoch", "step", "last good checkpoint")
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

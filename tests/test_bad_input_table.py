@@ -19,15 +19,23 @@ from conftest import FAST_TOY, assert_one_line_error
 CASES = [
     # unknown groups, options and keys
     (["train", "model=transformer"], "choose one of: alexnet, custom, lenet, mlp, resnet, rnn"),
-    (["train", "data=imagenet"], "choose one of: arrays, cifar10, csv, custom, fashion_mnist, image_folder, mnist, toy"),
+    (
+        ["train", "data=imagenet"],
+        "choose one of: arrays, cifar10, csv, custom, fashion_mnist, image_folder, mnist, toy",
+    ),
     (["train", "optimizer=lamb"], "Could not find 'optimizer/lamb'"),
     (["train", "scheduler=warmup"], "Could not find 'scheduler/warmup'"),
     (["train", "trainer.epoks=3"], "trainer.epoks is not a key of trainer; did you mean trainer.epochs?"),
-    (["train", "model.heads=4"], "model.heads is not a key of model; the keys of this model option are: _target_, depth"),
+    (
+        ["train", "model.heads=4"],
+        "model.heads is not a key of model; the keys of this model option are: _target_, depth",
+    ),
     (["train", "trainer.foo=1"], "the keys of this trainer option are: epochs, batch_size"),
     (["train", "modle=lenet"], "modle is not a config group or key; did you mean model?"),
-    (["train", "optimizer=sgd", "optimizer.betas=[0.9,0.99]"],
-     "the keys of this optimizer option are: _target_, lr, momentum, nesterov, weight_decay"),
+    (
+        ["train", "optimizer=sgd", "optimizer.betas=[0.9,0.99]"],
+        "the keys of this optimizer option are: _target_, lr, momentum, nesterov, weight_decay",
+    ),
     (["train", "data.name=mnist"], "choose a dataset with data=mnist"),
     (["eval", "checkpoint=x.pt", "+model=alexnet"], "model is not used by dlcli eval"),
     (["eval", "checkpoint=x.pt", "+optimizer.lr=5"], "optimizer is not used by dlcli eval"),
@@ -117,8 +125,15 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_there(dlcli, workdir, cache_
 
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     env.pop("DLCLI_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "model.width=512"], cwd=workdir,
-                          env=env, capture_output=True, text=True, preexec_fn=small_disk, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "model.width=512"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=300,
+    )
     assert_one_line_error(proc, "could not write", "best.pt", "File too large")
     after = snapshot(workdir)
     assert {p: h for p, h in after.items() if p in before} == before
@@ -182,5 +197,7 @@ def test_resuming_with_another_optimizer_or_schedule_is_one_line(dlcli, toy_chec
     proc = dlcli("train", *FAST_TOY, "optimizer=sgd", f"trainer.resume={toy_checkpoint}")
     assert_one_line_error(proc, "optimizer is torch.optim.AdamW, not this run's torch.optim.SGD")
     proc = dlcli("train", *FAST_TOY, "scheduler=step", f"trainer.resume={toy_checkpoint}")
-    assert_one_line_error(proc, "lr schedule is torch.optim.lr_scheduler.CosineAnnealingLR, not this run's "
-                                "torch.optim.lr_scheduler.StepLR")
+    assert_one_line_error(
+        proc,
+        "lr schedule is torch.optim.lr_scheduler.CosineAnnealingLR, not this run's torch.optim.lr_scheduler.StepLR",
+    )

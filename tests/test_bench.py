@@ -15,8 +15,14 @@ def test_bench_tiny_writes_every_number(tmp_path, cache_dir):
     import os
 
     env = {**os.environ, **env}
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--tiny", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert [r["model"] for r in result["models"]] == ["mlp", "lenet", "alexnet"]
@@ -25,8 +31,9 @@ def test_bench_tiny_writes_every_number(tmp_path, cache_dir):
             assert row[key] > 0, (row["model"], key)
         # the ratios come from the unrounded rates; the rates are written rounded to 0.1 image/s
         assert row["dlcli_over_floor"] == pytest.approx(row["dlcli_images_per_s"] / row["floor_images_per_s"], abs=2e-3)
-        assert row["dlcli_over_recipe"] == pytest.approx(row["dlcli_images_per_s"] / row["recipe_images_per_s"],
-                                                         abs=2e-3)
+        assert row["dlcli_over_recipe"] == pytest.approx(
+            row["dlcli_images_per_s"] / row["recipe_images_per_s"], abs=2e-3
+        )
     startup = result["startup"]
     assert startup["help_seconds"] > 0 and startup["peak_rss_mb"] > 0
     assert startup["start_to_first_step_seconds"] is None or startup["start_to_first_step_seconds"] > 0

@@ -8,7 +8,7 @@ import torch
 
 from conftest import FAST_TOY, assert_one_line_error
 
-MY_NETS = '''
+MY_NETS = """
 import torch
 from torch import nn
 
@@ -22,7 +22,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.body(x)
-'''
+"""
 QUIET = ["trainer.progress=false", "hydra.run.dir=run"]
 TOY = [k for k in FAST_TOY if not k.startswith("model.")]  # a user's model has keys of its own
 
@@ -41,8 +41,17 @@ def train_and_eval(dlcli, cwd, *args, allow=()):
 
 def test_a_model_class_in_the_users_own_file(dlcli, tmp_path):
     (tmp_path / "my_nets.py").write_text(MY_NETS)
-    summary, report = train_and_eval(dlcli, tmp_path, *TOY, "data.name=moons", "trainer.batch_size=16", "model=custom",
-                                     "model._target_=my_nets.Net", "+model.hidden=32", allow=["my_nets"])
+    summary, report = train_and_eval(
+        dlcli,
+        tmp_path,
+        *TOY,
+        "data.name=moons",
+        "trainer.batch_size=16",
+        "model=custom",
+        "model._target_=my_nets.Net",
+        "+model.hidden=32",
+        allow=["my_nets"],
+    )
     assert summary["test_acc"] > 0.75 and report["model"] == "Net"
     state = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
     assert state["config"]["model"] == {"_target_": "my_nets.Net", "hidden": 32}  # what eval rebuilds
@@ -79,8 +88,17 @@ def write_images(root, sizes_and_modes):
 
 def test_an_image_folder_of_mixed_sizes_and_modes(dlcli, tmp_path):
     write_images(tmp_path / "pictures", [(20, "L"), (32, "RGB"), (24, "RGBA"), (28, "P")])
-    summary, report = train_and_eval(dlcli, tmp_path, "data=image_folder", "data.root=pictures", "data.image_size=16",
-                                     "model=lenet", "trainer.epochs=8", "trainer.batch_size=8", "optimizer.lr=0.01")
+    summary, report = train_and_eval(
+        dlcli,
+        tmp_path,
+        "data=image_folder",
+        "data.root=pictures",
+        "data.image_size=16",
+        "model=lenet",
+        "trainer.epochs=8",
+        "trainer.batch_size=8",
+        "optimizer.lr=0.01",
+    )
     assert report["classes"] == ["bright", "dark"] and report["n"] == 16
     assert summary["test_acc"] >= 0.9
 
@@ -91,8 +109,17 @@ def test_a_csv_table_with_string_labels(dlcli, tmp_path):
     labels = ["cat" if a + 2 * b > 0 else "dog" for a, b, _ in x.tolist()]
     rows = ["f1,f2,f3,animal"] + [f"{a:.4f},{b:.4f},{c:.4f},{lab}" for (a, b, c), lab in zip(x.tolist(), labels)]
     (tmp_path / "animals.csv").write_text("\n".join(rows) + "\n")
-    summary, report = train_and_eval(dlcli, tmp_path, "data=csv", "data.path=animals.csv", "data.label=animal",
-                                     "trainer.epochs=10", "trainer.batch_size=16", "optimizer.lr=0.02", "model.width=16")
+    summary, report = train_and_eval(
+        dlcli,
+        tmp_path,
+        "data=csv",
+        "data.path=animals.csv",
+        "data.label=animal",
+        "trainer.epochs=10",
+        "trainer.batch_size=16",
+        "optimizer.lr=0.02",
+        "model.width=16",
+    )
     assert report["classes"] == ["cat", "dog"] and summary["test_acc"] >= 0.9
 
 
@@ -109,10 +136,16 @@ CRAFTED = [
     ("model", {"_target_": "os.system", "command": "touch {marker}"}, "which is not a model dlcli rebuilds"),
     ("model", {"_target_": "subprocess.run", "args": ["touch", "{marker}"]}, "which is not a model"),
     ("model", {"_target_": "builtins.exec", "source": "open('{marker}', 'w')"}, "which is not a model"),
-    ("model", {"_target_": "dlcli.models.MLP", "depth": {"_target_": "os.system", "command": "touch {marker}"}},
-     "model.depth._target_='os.system' nested in model"),
-    ("model", {"_target_": "dlcli.models.MLP", "width": [{"_target_": "os.system", "command": "touch {marker}"}]},
-     "model.width.0._target_='os.system' nested in model"),
+    (
+        "model",
+        {"_target_": "dlcli.models.MLP", "depth": {"_target_": "os.system", "command": "touch {marker}"}},
+        "model.depth._target_='os.system' nested in model",
+    ),
+    (
+        "model",
+        {"_target_": "dlcli.models.MLP", "width": [{"_target_": "os.system", "command": "touch {marker}"}]},
+        "model.width.0._target_='os.system' nested in model",
+    ),
     ("data", {"_target_": "posix.system", "command": "touch {marker}"}, "which is not a data loader"),
     # allowed names on the way to something else: what they lead to must be allowed too
     ("data", {"_target_": "dlcli.commands.guard.os.system", "command": "touch {marker}"}, "which is not a data loader"),
@@ -124,8 +157,9 @@ CRAFTED = [
 
 
 @pytest.mark.parametrize("group,section,needle", CRAFTED, ids=[s["_target_"] for _, s, _ in CRAFTED])
-def test_a_checkpoint_whose_config_builds_anything_else_runs_nothing(dlcli, tmp_path, toy_checkpoint, group,
-                                                                      section, needle):
+def test_a_checkpoint_whose_config_builds_anything_else_runs_nothing(
+    dlcli, tmp_path, toy_checkpoint, group, section, needle
+):
     marker = tmp_path / "pwned"
     state = torch.load(toy_checkpoint, weights_only=True)
     state["config"][group] = json.loads(json.dumps(section).replace("{marker}", str(marker)))

@@ -74,5 +74,9 @@ complete_line "dlcli eval sp"
 """)
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["train", "model=alexnet model=custom model=lenet model=mlp model=resnet model=rnn",
-                                        "optimizer.lr=", "split="]
+    assert proc.stdout.splitlines() == [
+        "train",
+        "model=alexnet model=custom model=lenet model=mlp model=resnet model=rnn",
+        "optimizer.lr=",
+        "split=",
+    ]

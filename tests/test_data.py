@@ -51,13 +51,16 @@ def write_cifar(root, n_train=20, n_test=10):
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
         n = n_test if name == "test_batch" else n_train
-        batch = {"batch_label": name, "labels": rng.integers(0, 10, n).tolist(),
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": ["x.png"] * n}
+        batch = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": ["x.png"] * n,
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)  # the originals are Python 2 pickles
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane"] * 10, "num_cases_per_batch": n_train, "num_vis": 3072}, f,
-                    protocol=2)
+        pickle.dump({"label_names": ["airplane"] * 10, "num_cases_per_batch": n_train, "num_vis": 3072}, f, protocol=2)
     return folder
 
 
@@ -111,8 +114,9 @@ def test_an_unreachable_download_fails_at_once_in_one_line_and_creates_nothing(t
     from dlcli.data import builtin as images
 
     # .invalid never resolves (RFC 2606): what a machine without internet sees for every host
-    monkeypatch.setitem(images.IMAGE_SETS, "mnist", dataclasses.replace(images.IMAGE_SETS["mnist"],
-                                                                       hosts=("mirror.invalid",)))
+    monkeypatch.setitem(
+        images.IMAGE_SETS, "mnist", dataclasses.replace(images.IMAGE_SETS["mnist"], hosts=("mirror.invalid",))
+    )
     root = tmp_path / "elsewhere"
     with pytest.raises(DataError) as info:
         load_images("mnist", str(root), train=True, download=True)
@@ -127,8 +131,7 @@ def test_cifar_normalization_and_augmentation_shapes(tmp_path, monkeypatch):
 
     write_cifar(tmp_path)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
-    settings = CIFAR10Settings(root=str(tmp_path), download=False, mean=[0.5] * 3, std=[0.25] * 3,
-                                 augment=True)
+    settings = CIFAR10Settings(root=str(tmp_path), download=False, mean=[0.5] * 3, std=[0.25] * 3, augment=True)
     data = load_data(settings, seed=0, val_fraction=0.1, device=CPU)
     x, y, _ = next(train_batches(data, 16, torch.Generator().manual_seed(0)))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (16,)
@@ -152,8 +155,12 @@ def copy_mnist_train(root, dest):
     import shutil
 
     (dest / "MNIST" / "raw").mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):  # torchvision wants all four before it reads any
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):  # torchvision wants all four before it reads any
         shutil.copy(root / "MNIST" / "raw" / name, dest / "MNIST" / "raw" / name)
     return dest / "MNIST" / "raw"
 

@@ -41,8 +41,17 @@ def test_resnet_depth_must_be_6n_plus_2(depth):
 
 
 def test_residual_mlp_has_shortcuts_around_the_equal_width_layers():
-    model = MLP(input_shape=(2,), num_classes=3, depth=4, width=8, activation="sigmoid", dropout=0.0,
-                batch_norm=False, init="default", residual=True)
+    model = MLP(
+        input_shape=(2,),
+        num_classes=3,
+        depth=4,
+        width=8,
+        activation="sigmoid",
+        dropout=0.0,
+        batch_norm=False,
+        init="default",
+        residual=True,
+    )
     shortcuts = [m for m in model.hidden if isinstance(m, Shortcut)]
     assert len(shortcuts) == 3 and not isinstance(model.hidden[0], Shortcut)
     h = torch.randn(5, 8)
@@ -57,8 +66,13 @@ def test_leaky_unit_mixes_old_and_new_state():
     x = torch.randn(2, 5, 3)
     cell, h = model.cells[0], torch.zeros(2, 4)
     for t in range(5):
-        h = 0.75 * h + 0.25 * torch.tanh(cell.weight_ih @ x[:, t].T + cell.bias_ih[:, None]
-                                         + cell.weight_hh @ h.T + cell.bias_hh[:, None]).T
+        h = (
+            0.75 * h
+            + 0.25
+            * torch.tanh(
+                cell.weight_ih @ x[:, t].T + cell.bias_ih[:, None] + cell.weight_hh @ h.T + cell.bias_hh[:, None]
+            ).T
+        )
     assert torch.allclose(model(x), model.output(h), atol=1e-6)
 
 
@@ -67,7 +81,8 @@ def test_recurrent_cells_read_images_row_by_row_and_sequences(cell):
     model = Recurrent(input_shape=(1, 28, 28), num_classes=10, cell=cell, hidden=8, layers=2, leaky=0.0)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert Recurrent(input_shape=(784, 1), num_classes=10, cell=cell, hidden=8, layers=1, leaky=0.0)(
-        torch.zeros(2, 784, 1)).shape == (2, 10)
+        torch.zeros(2, 784, 1)
+    ).shape == (2, 10)
 
 
 def test_leaky_is_for_the_plain_cell_only():
@@ -90,13 +105,16 @@ def test_images_as_sequences_of_rows_or_pixels(mnist_root):
         ImageDataSettings(sequence="columns")
 
 
-@pytest.mark.parametrize("overrides", [
-    ("model=resnet", "model.depth=8", "model.width=2"),
-    ("model=rnn", "model.cell=rnn", "model.hidden=6", "model.leaky=0.5"),
-    ("model=rnn", "model.cell=lstm", "model.hidden=6", "model.layers=2"),
-    ("model=rnn", "model.cell=gru", "model.hidden=6", "data.sequence=pixels"),
-    ("model=mlp", "data=toy", "model.width=8", "model.depth=3", "model.residual=true", "model.activation=sigmoid"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=resnet", "model.depth=8", "model.width=2"),
+        ("model=rnn", "model.cell=rnn", "model.hidden=6", "model.leaky=0.5"),
+        ("model=rnn", "model.cell=lstm", "model.hidden=6", "model.layers=2"),
+        ("model=rnn", "model.cell=gru", "model.hidden=6", "data.sequence=pixels"),
+        ("model=mlp", "data=toy", "model.width=8", "model.depth=3", "model.residual=true", "model.activation=sigmoid"),
+    ],
+)
 def test_gradcheck_passes_for_the_new_models(overrides):
     results = gradcheck(*overrides, samples=4)
     assert all(r.passed for r in results), [(r.name, r.max_rel) for r in results if not r.passed]
@@ -114,8 +132,17 @@ def test_summary_counts_a_cells_work_at_every_step():
 
 
 def test_gradient_through_time_is_recorded_for_every_step(dlcli, tmp_path, mnist_root):
-    proc = dlcli("train", "model=rnn", "model.hidden=16", f"data.root={mnist_root}", "data.subset=300",
-                 "trainer.epochs=2", "trainer.diagnostics=true", "trainer.progress=false", "hydra.run.dir=run")
+    proc = dlcli(
+        "train",
+        "model=rnn",
+        "model.hidden=16",
+        f"data.root={mnist_root}",
+        "data.subset=300",
+        "trainer.epochs=2",
+        "trainer.diagnostics=true",
+        "trainer.progress=false",
+        "hydra.run.dir=run",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "time_gradients.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in rows] == [(e, t) for e in (1, 2) for t in range(1, 29)]
@@ -129,8 +156,11 @@ def test_the_experiments_compose_their_jobs():
     with initialize_config_module("dlcli.configs", version_base="1.3"):
         long = compose("train", overrides=["experiment=long_sequences"], return_hydra_config=True)
         vanishing = compose("train", overrides=["experiment=vanishing_gradients"], return_hydra_config=True)
-    assert dict(long.hydra.sweeper.params) == {"data.sequence": "rows,pixels", "model.cell": "rnn,lstm",
-                                               "trainer.grad_clip": "null,1.0"}
+    assert dict(long.hydra.sweeper.params) == {
+        "data.sequence": "rows,pixels",
+        "model.cell": "rnn,lstm",
+        "trainer.grad_clip": "null,1.0",
+    }
     assert long.model._target_ == "dlcli.models.Recurrent" and long.trainer.diagnostics
     assert dict(vanishing.hydra.sweeper.params) == {"+experiment/vanishing": "sigmoid,relu,sigmoid_shortcuts"}
     with initialize_config_module("dlcli.configs", version_base="1.3"):

@@ -6,8 +6,14 @@ from test_sweeps import png_size
 
 from conftest import FAST_TOY, read_jsonl
 
-DEEP = ["model.depth=6", "model.width=32", "model.init=kaiming_normal", "model.dropout=0", "optimizer=sgd",
-        "optimizer.lr=0.05"]
+DEEP = [
+    "model.depth=6",
+    "model.width=32",
+    "model.init=kaiming_normal",
+    "model.dropout=0",
+    "optimizer=sgd",
+    "optimizer.lr=0.05",
+]
 
 
 def test_diagnostics_has_one_row_per_layer_per_epoch(dlcli, tmp_path):
@@ -25,10 +31,16 @@ def test_diagnostics_has_one_row_per_layer_per_epoch(dlcli, tmp_path):
 
 def test_diagnostics_do_not_change_training(dlcli, tmp_path):
     for name, flag in (("off", "false"), ("on", "true")):
-        assert dlcli("train", *FAST_TOY, "model.dropout=0.3", f"trainer.diagnostics={flag}",
-                     f"hydra.run.dir={name}").returncode == 0
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second")}  # noqa
-                          for r in rows]
+        assert (
+            dlcli(
+                "train", *FAST_TOY, "model.dropout=0.3", f"trainer.diagnostics={flag}", f"hydra.run.dir={name}"
+            ).returncode
+            == 0
+        )
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second")} for r in rows]
+
     assert strip(read_jsonl(tmp_path / "off" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "on" / "metrics.jsonl"))
 
 

@@ -21,14 +21,25 @@ from dlcli.distributed import check_devices, failure_line, place
 from dlcli.errors import ConfigError
 from dlcli.settings import ToyDataSettings
 
-MNIST_RUN = ["data=mnist", "data.subset=4000", "model=mlp", "model.width=64", "model.dropout=0",
-             "trainer.batch_size=64", "trainer.epochs=3", "trainer.device=cpu", "trainer.progress=false"]
+MNIST_RUN = [
+    "data=mnist",
+    "data.subset=4000",
+    "model=mlp",
+    "model.width=64",
+    "model.dropout=0",
+    "trainer.batch_size=64",
+    "trainer.epochs=3",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+]
 TIMING = ("epoch_seconds", "samples_per_second")
 
 
 def metrics(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def summary(run: Path) -> dict:
@@ -44,18 +55,42 @@ def runs(tmp_path_factory, mnist_root, cache_dir):
     done = {}
     for name, command in {
         "one": [sys.executable, "-m", "dlcli", "train", *args, "hydra.run.dir=one"],
-        "two": [sys.executable, "-m", "dlcli", "train", *args, "trainer.devices=2", "logger=tensorboard",
-                "hydra.run.dir=two"],
-        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                     "-m", "dlcli", "train", *args],
+        "two": [
+            sys.executable,
+            "-m",
+            "dlcli",
+            "train",
+            *args,
+            "trainer.devices=2",
+            "logger=tensorboard",
+            "hydra.run.dir=two",
+        ],
+        "torchrun": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "dlcli",
+            "train",
+            *args,
+        ],
     }.items():
         cwd = where / name
         cwd.mkdir()
         done[name] = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
         assert done[name].returncode == 0, done[name].stderr[-3000:]
     folders = list((where / "torchrun" / "outputs").glob("*/*"))
-    return {"where": where, "one": where / "one" / "one", "two": where / "two" / "two", "torchrun_folders": folders,
-            "procs": done, "args": args, "env": env}
+    return {
+        "where": where,
+        "one": where / "one" / "one",
+        "two": where / "two" / "two",
+        "torchrun_folders": folders,
+        "procs": done,
+        "args": args,
+        "env": env,
+    }
 
 
 def test_two_processes_train_as_one_does(runs):
@@ -119,8 +154,13 @@ open(f"threads.{os.environ['RANK']}", "w").write(" ".join(sorted(threads)))
 def test_no_gloo_thread_outlives_the_group(tmp_path):
     # one left running into the interpreter's shutdown aborted rank 1 now and then (SIGABRT after a good run)
     (tmp_path / "leaves.py").write_text(LEAVES)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           "leaves.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "leaves.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     threads = {r: (tmp_path / f"threads.{r}").read_text().split() for r in (0, 1)}
     assert not any("gloo" in t for names in threads.values() for t in names), threads
@@ -136,8 +176,14 @@ def test_checkpoint_of_two_processes(runs, dlcli, tmp_path):
 
 
 def _start(args, cwd, env):
-    return subprocess.Popen([sys.executable, "-m", "dlcli", "train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlcli", "train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(proc, text: str) -> None:
@@ -184,8 +230,14 @@ def test_sigterm_then_a_killed_process_then_resume_ends_as_uninterrupted(runs):
     assert "trainer.resume=auto" in lines[0]
     assert not any(_alive(pid) for pid in workers)
 
-    proc = subprocess.run([sys.executable, "-m", "dlcli", "train", *args, "trainer.resume=auto"], cwd=where, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli", "train", *args, "trainer.resume=auto"],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert metrics(run) == metrics(runs["two"])
     assert summary(run)["test_acc"] == summary(runs["two"])["test_acc"]
@@ -201,8 +253,15 @@ def _alive(pid: int) -> bool:
 
 def test_a_sweep_of_two_process_jobs(dlcli, tmp_path):
     # one job: the sweep's path through the launcher is what this tests, not the count of jobs
-    proc = dlcli("train", "-m", *FAST_TOY, "trainer.devices=2", "trainer.device=cpu", "optimizer.lr=0.01",
-                 "hydra.sweep.dir=sweep")
+    proc = dlcli(
+        "train",
+        "-m",
+        *FAST_TOY,
+        "trainer.devices=2",
+        "trainer.device=cpu",
+        "optimizer.lr=0.01",
+        "hydra.sweep.dir=sweep",
+    )
     assert proc.returncode == 0, proc.stderr
     assert summary(tmp_path / "sweep" / "0")["processes"] == 2
     assert len(json.loads((tmp_path / "sweep" / "sweep.json").read_text())["jobs"]) == 1
@@ -222,11 +281,14 @@ def _toy():
     return [*FAST_TOY, "trainer.device=cpu"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["trainer.devices=0"], "trainer.devices=0 is invalid: an integer >= 1"),
-    (["trainer.devices=4", "trainer.batch_size=3"], "trainer.batch_size=3 is invalid: at least trainer.devices=4"),
-    (["trainer.devices=2", "trainer.device=cuda:1"], None),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trainer.devices=0"], "trainer.devices=0 is invalid: an integer >= 1"),
+        (["trainer.devices=4", "trainer.batch_size=3"], "trainer.batch_size=3 is invalid: at least trainer.devices=4"),
+        (["trainer.devices=2", "trainer.device=cuda:1"], None),
+    ],
+)
 def test_bad_process_counts_are_one_line(dlcli, tmp_path, args, message):
     proc = dlcli("train", *args)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

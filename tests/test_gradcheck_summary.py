@@ -39,8 +39,14 @@ def gradcheck(*overrides: str, samples: int = 6):
 @pytest.mark.parametrize("model", ["mlp", "lenet", "alexnet"])
 def test_gradcheck_passes_for_every_model_loss_and_regularizer(model, loss, regularization):
     extra = ["model.width=0.125"] if model == "alexnet" else ["model.width=16"] if model == "mlp" else []
-    results = gradcheck(f"model={model}", f"data={MODEL_DATA[model]}", f"loss={loss}",
-                        f"regularization={regularization}", "regularization.strength=1e-3", *extra)
+    results = gradcheck(
+        f"model={model}",
+        f"data={MODEL_DATA[model]}",
+        f"loss={loss}",
+        f"regularization={regularization}",
+        "regularization.strength=1e-3",
+        *extra,
+    )
     assert all(r.passed for r in results), [(r.name, r.max_rel) for r in results if not r.passed]
     assert sum(r.checked - r.kinks for r in results) > 0
 

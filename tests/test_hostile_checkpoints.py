@@ -74,24 +74,36 @@ def _set(group: str, make: Callable[[dict, dict], dict]) -> Callable[[dict, dict
 # where a payload sits -> (how it gets there, the key the refusal names)
 PLACES = {
     "model": (_set("model", lambda old, p: p), "model._target_="),
-    "model.key": (_set("model", lambda old, p: {"_target_": "torch.nn.Identity", "payload": p}),
-                  "model.payload._target_="),
+    "model.key": (
+        _set("model", lambda old, p: {"_target_": "torch.nn.Identity", "payload": p}),
+        "model.payload._target_=",
+    ),
     "model.mlp_key": (_set("model", lambda old, p: {**old, "depth": p}), "model.depth._target_="),
-    "model.list": (_set("model", lambda old, p: {"_target_": "torch.nn.Identity", "layers": [1, [p]]}),
-                   "model.layers.1.0._target_="),
-    "model._args_": (_set("model", lambda old, p: {"_target_": "torch.nn.Identity", "_args_": [p]}),
-                     "model._args_.0._target_="),
-    "model.deep": (_set("model", lambda old, p: {**old, "init": {"a": [{"b": {"c": p}}]}}),
-                   "model.init.a.0.b.c._target_="),
+    "model.list": (
+        _set("model", lambda old, p: {"_target_": "torch.nn.Identity", "layers": [1, [p]]}),
+        "model.layers.1.0._target_=",
+    ),
+    "model._args_": (
+        _set("model", lambda old, p: {"_target_": "torch.nn.Identity", "_args_": [p]}),
+        "model._args_.0._target_=",
+    ),
+    "model.deep": (
+        _set("model", lambda old, p: {**old, "init": {"a": [{"b": {"c": p}}]}}),
+        "model.init.a.0.b.c._target_=",
+    ),
     "model._target_": (_set("model", lambda old, p: {**old, "_target_": p}), "model._target_="),
     "loss": (_set("loss", lambda old, p: p), "loss._target_="),
-    "loss.key": (_set("loss", lambda old, p: {"_target_": "torch.nn.CrossEntropyLoss", "weight": p}),
-                 "loss.weight._target_="),
+    "loss.key": (
+        _set("loss", lambda old, p: {"_target_": "torch.nn.CrossEntropyLoss", "weight": p}),
+        "loss.weight._target_=",
+    ),
     "data": (_set("data", lambda old, p: p), "data._target_="),
     "data.key": (_set("data", lambda old, p: {**old, "noise": p}), "data.noise._target_="),
     "optimizer": (_set("optimizer", lambda old, p: p), "optimizer._target_="),
-    "optimizer.key": (_set("optimizer", lambda old, p: {"_target_": "torch.optim.NAdam", "lr": [p]}),
-                      "optimizer.lr.0._target_="),
+    "optimizer.key": (
+        _set("optimizer", lambda old, p: {"_target_": "torch.optim.NAdam", "lr": [p]}),
+        "optimizer.lr.0._target_=",
+    ),
     "scheduler": (_set("scheduler", lambda old, p: p), "scheduler._target_="),
     "scheduler.key": (_set("scheduler", lambda old, p: {**old, "eta_min": p}), "scheduler.eta_min._target_="),
     "regularization": (_set("regularization", lambda old, p: {**old, **p}), "regularization._target_="),
@@ -181,7 +193,7 @@ def test_torch_classes_of_the_groups_kind_still_rebuild(toy_state, tmp_path, gro
     assert restored.model(torch.zeros(4, 2)).shape == (4, 3)
 
 
-MY_MODULE = '''
+MY_MODULE = """
 import os
 
 import torch
@@ -236,7 +248,7 @@ def load(**kwargs):
 
 def helper(**kwargs):
     _touch("called_helper")
-'''
+"""
 BUILT = ("built_loss", "built_optimizer", "built_scheduler", "loaded_data", "called_helper")
 
 
@@ -253,11 +265,13 @@ def my_module(tmp_path, monkeypatch, marker) -> str:
     return name
 
 
-def test_predict_and_export_build_the_model_alone_and_nested_objects_of_allowed_modules(toy_state, tmp_path,
-                                                                                        my_module):
+def test_predict_and_export_build_the_model_alone_and_nested_objects_of_allowed_modules(toy_state, tmp_path, my_module):
     def mine(config):
-        config["model"] = {**config["model"], "_target_": f"{my_module}.Net",
-                           "tag": {"_target_": f"{my_module}.Tag", "name": "mine"}}
+        config["model"] = {
+            **config["model"],
+            "_target_": f"{my_module}.Net",
+            "tag": {"_target_": f"{my_module}.Tag", "name": "mine"},
+        }
         config["loss"] = {"_target_": f"{my_module}.Loss"}
         config["optimizer"] = {**config["optimizer"], "_target_": f"{my_module}.Opt"}
         config["scheduler"] = {**config["scheduler"], "_target_": f"{my_module}.Schedule"}
@@ -315,14 +329,15 @@ COMMANDS = {
 
 
 # the issue's (eval and export wrote a file, predict deleted a folder), and eval with the other one
-@pytest.mark.parametrize("command,payload", [("eval", "write_json"), ("export", "write_json"),
-                                             ("predict", "remove_run_dir"), ("eval", "remove_run_dir")])
+@pytest.mark.parametrize(
+    "command,payload",
+    [("eval", "write_json"), ("export", "write_json"), ("predict", "remove_run_dir"), ("eval", "remove_run_dir")],
+)
 def test_the_issues_payloads_run_nothing_through_each_command(dlcli, toy_state, tmp_path, aim, command, payload):
     path = craft(toy_state, tmp_path / "crafted.pt", identity_with(PAYLOADS[payload](aim)))
     np.save(tmp_path / "points.npy", np.zeros((3, 2), dtype=np.float32))
     proc = dlcli(*COMMANDS[command](path, tmp_path))
-    assert_one_line_error(proc, f"dlcli: error: checkpoint {path} was refused", "model.payload._target_=",
-                          "allow=[")
+    assert_one_line_error(proc, f"dlcli: error: checkpoint {path} was refused", "model.payload._target_=", "allow=[")
     assert not aim.marker.exists() and not (tmp_path / "x.torchscript").exists()
     assert not (tmp_path / "outputs").exists()
     aim.unchanged()
@@ -330,8 +345,13 @@ def test_the_issues_payloads_run_nothing_through_each_command(dlcli, toy_state, 
 
 def test_a_payload_in_the_loss_runs_nothing_through_eval(dlcli, toy_state, tmp_path, aim):
     """Of the three commands, eval alone builds the loss (and the data: the in-process matrix has both)."""
-    path = craft(toy_state, tmp_path / "crafted.pt", lambda config: config.__setitem__(
-        "loss", {"_target_": "torch.nn.CrossEntropyLoss", "weight": PAYLOADS["write_json"](aim)}))
+    path = craft(
+        toy_state,
+        tmp_path / "crafted.pt",
+        lambda config: config.__setitem__(
+            "loss", {"_target_": "torch.nn.CrossEntropyLoss", "weight": PAYLOADS["write_json"](aim)}
+        ),
+    )
     assert_one_line_error(dlcli("eval", f"checkpoint={path}"), "was refused", "builds loss.weight._target_=")
     assert not aim.marker.exists() and not (tmp_path / "outputs").exists()
     aim.unchanged()
@@ -351,6 +371,7 @@ def test_eval_builds_neither_the_optimizer_nor_the_schedule(dlcli, toy_state, tm
 
 def test_a_resume_from_a_crafted_checkpoint_runs_nothing(dlcli, toy_state, tmp_path, aim):
     """Training builds from its command line: the checkpoint gives weights and state, never its config."""
+
     def everywhere(config):
         identity_with(PAYLOADS["write_json"](aim))(config)
         config["loss"]["weight"] = PAYLOADS["remove_run_dir"](aim)

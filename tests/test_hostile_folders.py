@@ -10,8 +10,11 @@ from conftest import FAST_TOY, assert_one_line_error, read_jsonl
 from dlcli.errors import ConfigError
 from dlcli.files import hold, holds
 
-INTERRUPTED = {"status": "interrupted", "reason": "SIGTERM: stopped at epoch 1, step 3 with checkpoints/last.pt "
-               "saved; resume with: dlcli train trainer.resume=auto hydra.run.dir=run"}
+INTERRUPTED = {
+    "status": "interrupted",
+    "reason": "SIGTERM: stopped at epoch 1, step 3 with checkpoints/last.pt "
+    "saved; resume with: dlcli train trainer.resume=auto hydra.run.dir=run",
+}
 
 
 @pytest.fixture
@@ -19,8 +22,12 @@ def user_folder(tmp_path):
     """A folder of someone else's files: logs, and files named as a run's own."""
     folder = tmp_path / "mine"
     folder.mkdir()
-    for name, text in [("server.log", "GET /\n"), ("app.log", "started\n"), ("metrics.csv", "day,sales\n1,3\n"),
-                       ("learning_curves.png", "not a picture\n")]:
+    for name, text in [
+        ("server.log", "GET /\n"),
+        ("app.log", "started\n"),
+        ("metrics.csv", "day,sales\n1,3\n"),
+        ("learning_curves.png", "not a picture\n"),
+    ]:
         (folder / name).write_text(text)
     return folder
 
@@ -66,17 +73,25 @@ def test_a_failing_resume_of_a_run_killed_before_its_first_checkpoint_keeps_its_
 # --- a new run writes only into a new or empty folder --------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    ["train", *FAST_TOY],
-    ["train", *FAST_TOY, "trainer.resume=auto"],  # not a dlcli run: nothing there to continue
-    ["eval", "checkpoint=best.pt"],
-    ["predict", "checkpoint=best.pt", "inputs=x.npy"],
-], ids=["train", "train-resume", "eval", "predict"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", *FAST_TOY],
+        ["train", *FAST_TOY, "trainer.resume=auto"],  # not a dlcli run: nothing there to continue
+        ["eval", "checkpoint=best.pt"],
+        ["predict", "checkpoint=best.pt", "inputs=x.npy"],
+    ],
+    ids=["train", "train-resume", "eval", "predict"],
+)
 def test_a_new_run_into_a_folder_of_files_is_refused_in_one_line(dlcli, user_folder, foreign, args):
     unchanged = foreign(user_folder)
     proc = dlcli(*args, f"hydra.run.dir={user_folder}")
-    assert_one_line_error(proc, f"{user_folder} is not empty", "app.log, learning_curves.png, metrics.csv",
-                          "another hydra.run.dir (or leave it out)")
+    assert_one_line_error(
+        proc,
+        f"{user_folder} is not empty",
+        "app.log, learning_curves.png, metrics.csv",
+        "another hydra.run.dir (or leave it out)",
+    )
     assert "trainer.resume=auto" not in proc.stderr  # no dlcli run there to continue
     assert proc.returncode == 2
     unchanged()
@@ -111,8 +126,11 @@ def test_a_refused_resume_keeps_the_interrupted_summary_and_its_resume_command(d
 
 
 def test_a_resume_removes_the_temporary_files_a_killed_write_left(dlcli, run_copy):
-    stale = [run_copy / "checkpoints" / ".last.pt.k3q_z9ab.tmp", run_copy / "checkpoints" / ".best.pt.0a1b2c3d.tmp",
-             run_copy / ".metrics.csv.x7y8z9w0.tmp"]
+    stale = [
+        run_copy / "checkpoints" / ".last.pt.k3q_z9ab.tmp",
+        run_copy / "checkpoints" / ".best.pt.0a1b2c3d.tmp",
+        run_copy / ".metrics.csv.x7y8z9w0.tmp",
+    ]
     for path in stale:
         path.write_bytes(b"PK\x03\x04 cut short")
     proc = dlcli("train", *FAST_TOY, "trainer.epochs=3", "trainer.resume=auto", "hydra.run.dir=run")
@@ -133,13 +151,19 @@ def unbeatable(toy_checkpoint, tmp_path, foreign):
 
 
 @pytest.mark.parametrize("epochs,best_epoch", [(3, 3), (2, 2)], ids=["no-epoch-beats-the-best", "no-epoch-left"])
-def test_a_resume_from_another_runs_checkpoint_into_a_new_folder_ends_with_a_test_result(dlcli, tmp_path, unbeatable,
-                                                                                        epochs, best_epoch):
+def test_a_resume_from_another_runs_checkpoint_into_a_new_folder_ends_with_a_test_result(
+    dlcli, tmp_path, unbeatable, epochs, best_epoch
+):
     import torch
 
     source, unchanged = unbeatable
-    proc = dlcli("train", *FAST_TOY, f"trainer.epochs={epochs}", f"trainer.resume={source}/checkpoints/last.pt",
-                 "hydra.run.dir=new")
+    proc = dlcli(
+        "train",
+        *FAST_TOY,
+        f"trainer.epochs={epochs}",
+        f"trainer.resume={source}/checkpoints/last.pt",
+        "hydra.run.dir=new",
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "new" / "summary.json").read_text())
     assert summary["status"] == "ok" and 0 <= summary["test_acc"] <= 1

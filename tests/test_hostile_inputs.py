@@ -39,6 +39,7 @@ def image_folder(root: Path, per_class: int = 6, classes: str = "ab") -> Path:
 
 def bomb_png(path: Path, width: int = 10000, height: int = 10000) -> Path:
     """A PNG of zeros declaring width×height gray pixels: about 100 KB on disk for 10000×10000."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -55,9 +56,26 @@ def image_checkpoint(tmp_path_factory, cache_dir) -> Path:
     where = tmp_path_factory.mktemp("images")
     image_folder(where / "imgs")
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", "data=image_folder", f"data.root={where / 'imgs'}",
-                    "model=mlp", "model.width=16", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir=run"],
-                   cwd=where, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlcli.cli",
+            "train",
+            "data=image_folder",
+            f"data.root={where / 'imgs'}",
+            "model=mlp",
+            "model.width=16",
+            "trainer.epochs=1",
+            "trainer.progress=false",
+            "hydra.run.dir=run",
+        ],
+        cwd=where,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return where / "run" / "checkpoints" / "last.pt"
 
 
@@ -155,10 +173,14 @@ def test_a_fifo_given_as_inputs_is_refused_without_being_opened(suffix, record, 
         within(20, read_inputs, tmp_path / f"pipe{suffix}", record)
 
 
-@pytest.mark.parametrize("command", [
-    ["eval", "checkpoint={fifo}.pt"],
-    ["train", "data=csv", "data.path={fifo}.csv", "data.label=y"],
-], ids=["checkpoint", "data.path"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "checkpoint={fifo}.pt"],
+        ["train", "data=csv", "data.path={fifo}.csv", "data.label=y"],
+    ],
+    ids=["checkpoint", "data.path"],
+)
 def test_a_fifo_given_as_a_file_is_refused_without_being_opened(command, dlcli, tmp_path):
     fifo = tmp_path / "pipe"
     suffix = next(a.split("{fifo}")[1] for a in command if "{fifo}" in a)
@@ -175,8 +197,10 @@ def test_a_pixel_bomb_is_refused_from_its_header_by_predict(tmp_path):
     assert bomb.stat().st_size < 200_000
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning would fail here
-        expected = (r"bomb.png is 10000×10000 pixels \(100.0 megapixels\), more than max_pixels=67,108,864 "
-                    r"allows .*raise the cap with max_pixels=N")
+        expected = (
+            r"bomb.png is 10000×10000 pixels \(100.0 megapixels\), more than max_pixels=67,108,864 "
+            r"allows .*raise the cap with max_pixels=N"
+        )
         with pytest.raises(DataError, match=expected) as caught:
             read_inputs(bomb, IMAGES)
     assert "\n" not in str(caught.value)
@@ -186,9 +210,9 @@ def test_above_pils_own_limit_the_cap_alone_decides_without_pils_warning(tmp_pat
     bomb = bomb_png(tmp_path / "bomb.png")  # 100 megapixels: PIL warns from 89
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert folders._inspect(bomb, 10 ** 8, "max_pixels") == ("L", (10000, 10000))
+        assert folders._inspect(bomb, 10**8, "max_pixels") == ("L", (10000, 10000))
         with pytest.raises(DataError, match="more than max_pixels=99,999,999 allows"):
-            folders._inspect(bomb, 10 ** 8 - 1, "max_pixels")
+            folders._inspect(bomb, 10**8 - 1, "max_pixels")
 
 
 def test_an_image_folder_refuses_an_image_above_data_max_pixels(tmp_path, own_cache):
@@ -247,8 +271,14 @@ def _start(args: list[str], cwd: Path, cache_dir: Path, **env: str) -> subproces
     full = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **env}
     for key in ("DLCLI_DEBUG", "HYDRA_FULL_ERROR"):
         full.pop(key, None)
-    return subprocess.Popen([sys.executable, "-m", "dlcli.cli", *args], cwd=cwd, env=full, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlcli.cli", *args],
+        cwd=cwd,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(proc: subprocess.Popen, text: str) -> None:
@@ -268,7 +298,9 @@ def _stop(proc: subprocess.Popen, signum: int = signal.SIGINT) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"still running {LIMIT + 10:g} s after {signal.Signals(signum).name}: {err[-2000:]}") from None
+        raise AssertionError(
+            f"still running {LIMIT + 10:g} s after {signal.Signals(signum).name}: {err[-2000:]}"
+        ) from None
     took = time.monotonic() - sent
     assert took < LIMIT, f"ended {took:.2f} s after the signal"
     assert proc.returncode == 128 + signum, (proc.returncode, err)
@@ -276,7 +308,7 @@ def _stop(proc: subprocess.Popen, signum: int = signal.SIGINT) -> str:
     return err
 
 
-STUCK = '''
+STUCK = """
 import os, threading
 from torch import nn
 
@@ -288,15 +320,19 @@ class Net(nn.Module):
         threading.Thread(target=lambda: open(os.environ["STUCK_FIFO"]).read()).start()
         print("blocked", flush=True)
         open(os.environ["STUCK_FIFO"]).read()
-'''
+"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_read_blocked_on_a_fifo_in_two_threads_ends_at_the_first_signal(signum, tmp_path, cache_dir):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "my_nets.py").write_text(STUCK)
-    proc = _start(["train", *TOY, "model=custom", "model._target_=my_nets.Net", "hydra.run.dir=run"], tmp_path,
-                  cache_dir, STUCK_FIFO=str(tmp_path / "fifo"))
+    proc = _start(
+        ["train", *TOY, "model=custom", "model._target_=my_nets.Net", "hydra.run.dir=run"],
+        tmp_path,
+        cache_dir,
+        STUCK_FIFO=str(tmp_path / "fifo"),
+    )
     _wait_for(proc, "blocked")
     time.sleep(0.2)  # into open()
     err = _stop(proc, signum)
@@ -304,29 +340,37 @@ def test_a_read_blocked_on_a_fifo_in_two_threads_ends_at_the_first_signal(signum
 
 
 def test_a_sweep_ends_at_the_first_sigint_without_starting_the_next_job(tmp_path, cache_dir):
-    proc = _start(["train", "-m", *FAST_TOY, "trainer.epochs=500", "optimizer.lr=0.1,0.01,0.001",
-                   "hydra.sweep.dir=sweep"], tmp_path, cache_dir)
+    proc = _start(
+        ["train", "-m", *FAST_TOY, "trainer.epochs=500", "optimizer.lr=0.1,0.01,0.001", "hydra.sweep.dir=sweep"],
+        tmp_path,
+        cache_dir,
+    )
     _wait_for(proc, "epoch 1/")
     err = _stop(proc)
     assert "SIGINT: stopped at epoch" in err
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0"]
 
 
-@pytest.mark.parametrize("command, delay, signum", [
-    ("eval", 0.3, signal.SIGINT),  # importing
-    ("eval", 1.2, signal.SIGTERM),
-    ("predict", 1.2, signal.SIGINT),
-    ("export", 1.2, signal.SIGINT),
-    ("report", 0.3, signal.SIGINT),  # it is done in about 0.7 s
-])
-def test_every_command_ends_at_the_first_signal_whatever_it_is_doing(command, delay, signum, image_checkpoint,
-                                                                       tmp_path, cache_dir):
+@pytest.mark.parametrize(
+    "command, delay, signum",
+    [
+        ("eval", 0.3, signal.SIGINT),  # importing
+        ("eval", 1.2, signal.SIGTERM),
+        ("predict", 1.2, signal.SIGINT),
+        ("export", 1.2, signal.SIGINT),
+        ("report", 0.3, signal.SIGINT),  # it is done in about 0.7 s
+    ],
+)
+def test_every_command_ends_at_the_first_signal_whatever_it_is_doing(
+    command, delay, signum, image_checkpoint, tmp_path, cache_dir
+):
     run = image_checkpoint.parent.parent
-    args = {"eval": ["eval", f"checkpoint={image_checkpoint}", "hydra.run.dir=ev"],
-            "predict": ["predict", f"checkpoint={image_checkpoint}", f"inputs={run.parent / 'imgs'}",
-                        "hydra.run.dir=p"],
-            "export": ["export", f"checkpoint={image_checkpoint}", "format=torchscript", f"out={tmp_path / 'm.pt'}"],
-            "report": ["report", str(run), "--out", str(tmp_path / "report")]}[command]
+    args = {
+        "eval": ["eval", f"checkpoint={image_checkpoint}", "hydra.run.dir=ev"],
+        "predict": ["predict", f"checkpoint={image_checkpoint}", f"inputs={run.parent / 'imgs'}", "hydra.run.dir=p"],
+        "export": ["export", f"checkpoint={image_checkpoint}", "format=torchscript", f"out={tmp_path / 'm.pt'}"],
+        "report": ["report", str(run), "--out", str(tmp_path / "report")],
+    }[command]
     proc = _start(args, tmp_path, cache_dir)
     time.sleep(delay)
     err = _stop(proc, signum)

@@ -45,8 +45,14 @@ def test_optimizer_custom_holds_only_the_learning_rate_for_any_torch_optim_class
     assert proc.returncode == 0, proc.stderr
     section = proc.stdout.split("optimizer:\n", 1)[1].split("scheduler:", 1)[0]
     assert section.split() == ["_target_:", "torch.optim.NAdam", "lr:", "0.001"]
-    proc = dlcli("train", *FAST_TOY, "optimizer=custom", "optimizer._target_=torch.optim.NAdam",
-                 "+optimizer.momentum_decay=0.005", "hydra.run.dir=run")
+    proc = dlcli(
+        "train",
+        *FAST_TOY,
+        "optimizer=custom",
+        "optimizer._target_=torch.optim.NAdam",
+        "+optimizer.momentum_decay=0.005",
+        "hydra.run.dir=run",
+    )
     assert proc.returncode == 0, proc.stderr
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert state["target"] == "torch.optim.NAdam"
@@ -59,8 +65,14 @@ def test_optimizer_custom_holds_only_the_learning_rate_for_any_torch_optim_class
 
 
 def test_a_subset_larger_than_the_data_is_refused_not_clamped(dlcli, tmp_path):
-    proc = dlcli("train", "data=csv", f"data.path={_iris(tmp_path)}", "data.label=species", "data.subset=500",
-                 "trainer.progress=false")
+    proc = dlcli(
+        "train",
+        "data=csv",
+        f"data.path={_iris(tmp_path)}",
+        "data.label=species",
+        "data.subset=500",
+        "trainer.progress=false",
+    )
     assert_one_line_error(proc, "data.subset=500 is invalid", "only 96 samples")
     assert not (tmp_path / "outputs").exists()
 

@@ -72,11 +72,14 @@ def tiny_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("l2", lambda ws: 0.3 * sum((w ** 2).sum() for w in ws)),
-    ("l1", lambda ws: 0.3 * sum(w.abs().sum() for w in ws)),
-    ("elastic", lambda ws: 0.3 * sum(0.25 * w.abs().sum() + 0.75 * (w ** 2).sum() for w in ws)),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("l2", lambda ws: 0.3 * sum((w**2).sum() for w in ws)),
+        ("l1", lambda ws: 0.3 * sum(w.abs().sum() for w in ws)),
+        ("elastic", lambda ws: 0.3 * sum(0.25 * w.abs().sum() + 0.75 * (w**2).sum() for w in ws)),
+    ],
+)
 def test_penalty_value_is_exact_and_counts_weights_only(name, expected):
     net = tiny_net()
     weights = penalized_weights(net)
@@ -107,8 +110,7 @@ def test_l2_gradient_is_two_lambda_w():
 def test_optimizer_weight_decay_skips_biases_and_norms():
     net = tiny_net()
     net[0].bias.requires_grad_(False)  # frozen: no optimizer group holds it
-    opt = build_optimizer(SGDSettings(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.5), net,
-                          torch.device("cpu"))
+    opt = build_optimizer(SGDSettings(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.5), net, torch.device("cpu"))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(net[0].weight), id(net[3].weight)}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters())) - 1

@@ -12,6 +12,7 @@ from dlcli.settings import AlexNetSettings, Custom, LeNetSettings, MLPSettings, 
 def lenet(input_shape, **changes):
     return LeNet5(input_shape=input_shape, num_classes=10, **{**kwargs_of(LeNetSettings()), **changes})
 
+
 SHAPES = {"toy": ((2,), 3), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 
 
@@ -42,8 +43,11 @@ def test_l2_pooling_is_the_root_of_the_sum_of_squares():
     assert model.s2(x).item() == pytest.approx(5.0)
 
 
-MODEL_SETTINGS = {"mlp": MLPSettings(depth=2, width=16), "alexnet": AlexNetSettings(width=0.125),
-                  "lenet": LeNetSettings()}
+MODEL_SETTINGS = {
+    "mlp": MLPSettings(depth=2, width=16),
+    "alexnet": AlexNetSettings(width=0.125),
+    "lenet": LeNetSettings(),
+}
 
 
 # CNNs on 2-D points are refused, so only the MLP meets the toy shape
@@ -114,8 +118,12 @@ class Net(nn.Module):
     def __init__(self, input_shape, num_classes, hidden):
         super().__init__()
         self.input_shape = input_shape
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), hidden), nn.ReLU(),
-                                  nn.Linear(hidden, num_classes))
+        self.body = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(int(torch.tensor(input_shape).prod()), hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -135,13 +143,16 @@ def test_a_users_class_is_built_by_its_target_with_input_shape_as_a_tuple():
     assert isinstance(model, Net) and model.input_shape == (1, 28, 28) and model.body[1].out_features == 7
 
 
-@pytest.mark.parametrize("target,kwargs,needle", [
-    ("no_such_module.Net", {}, "cannot be imported"),
-    (f"{__name__}.not_a_module", {}, "is not a torch.nn.Module class"),
-    (f"{__name__}.Net", {"hiden": 7}, "rejected its arguments"),
-    (f"{__name__}.WrongOutput", {"hidden": 7}, "expected (2, 10): one logit per class"),
-    (f"{__name__}.Net", {"hidden": 7, "num_classes": 3}, "set by dlcli from the data"),
-])
+@pytest.mark.parametrize(
+    "target,kwargs,needle",
+    [
+        ("no_such_module.Net", {}, "cannot be imported"),
+        (f"{__name__}.not_a_module", {}, "is not a torch.nn.Module class"),
+        (f"{__name__}.Net", {"hiden": 7}, "rejected its arguments"),
+        (f"{__name__}.WrongOutput", {"hidden": 7}, "expected (2, 10): one logit per class"),
+        (f"{__name__}.Net", {"hidden": 7, "num_classes": 3}, "set by dlcli from the data"),
+    ],
+)
 def test_a_users_class_that_does_not_fit_is_one_line(target, kwargs, needle):
     with pytest.raises(ConfigError) as info:
         build_model(Custom(target, kwargs), (1, 28, 28), 10)

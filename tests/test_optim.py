@@ -32,12 +32,15 @@ def test_any_torch_optim_class_can_be_named():
     assert isinstance(opt, torch.optim.NAdam) and opt.param_groups[1]["weight_decay"] == 0.0
 
 
-@pytest.mark.parametrize("spec,needle", [
-    (Custom("torch.optim.SGD", {"lr": 0.1, "betas": [0.9, 0.99]}), "refused its settings"),
-    (Custom("torch.optim.Adam", {"lr": -1.0}), "Invalid learning rate"),
-    (Custom("torch.optim.Lamb", {"lr": 0.1}), "cannot be imported"),
-    (Custom("torch.nn.Linear", {"lr": 0.1}), "is not a torch.optim.Optimizer"),
-])
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        (Custom("torch.optim.SGD", {"lr": 0.1, "betas": [0.9, 0.99]}), "refused its settings"),
+        (Custom("torch.optim.Adam", {"lr": -1.0}), "Invalid learning rate"),
+        (Custom("torch.optim.Lamb", {"lr": 0.1}), "cannot be imported"),
+        (Custom("torch.nn.Linear", {"lr": 0.1}), "is not a torch.optim.Optimizer"),
+    ],
+)
 def test_an_optimizer_that_does_not_fit_is_one_line(spec, needle):
     with pytest.raises(ConfigError) as info:
         build_optimizer(spec, net(), CPU)

@@ -186,17 +186,20 @@ def bad_folder(tmp_path, case):
     return root
 
 
-@pytest.mark.parametrize("case, needles", [
-    ("missing", ["img does not exist", "one sub-folder per class"]),
-    ("empty", ["has no class folders", "it is empty"]),
-    ("images_in_root", ["has no class folders", "1 image(s) lie directly in it"]),
-    ("one_class", ["one class folder only (cat)"]),
-    ("class_without_images", ["class folder", "dog has no images", ".png"]),
-    ("corrupt", ["b.png could not be read as an image (no image format PIL knows)", "replace it or delete it"]),
-    ("truncated", ["a.jpg could not be read as an image"]),
-    ("test_mismatch", ["class folders of", "differ: test/ lacks dog; test/ has cow, which train/ lacks"]),
-    ("test_without_train", ["has test/ but no train/"]),
-])
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("missing", ["img does not exist", "one sub-folder per class"]),
+        ("empty", ["has no class folders", "it is empty"]),
+        ("images_in_root", ["has no class folders", "1 image(s) lie directly in it"]),
+        ("one_class", ["one class folder only (cat)"]),
+        ("class_without_images", ["class folder", "dog has no images", ".png"]),
+        ("corrupt", ["b.png could not be read as an image (no image format PIL knows)", "replace it or delete it"]),
+        ("truncated", ["a.jpg could not be read as an image"]),
+        ("test_mismatch", ["class folders of", "differ: test/ lacks dog; test/ has cow, which train/ lacks"]),
+        ("test_without_train", ["has test/ but no train/"]),
+    ],
+)
 def test_bad_image_folders_say_one_line_and_write_nothing(tmp_path, own_cache, case, needles):
     root = bad_folder(tmp_path, case)
     before = sorted(tmp_path.rglob("*"))
@@ -206,14 +209,17 @@ def test_bad_image_folders_say_one_line_and_write_nothing(tmp_path, own_cache, c
     assert sorted(tmp_path.rglob("*")) == before and not own_cache.exists()
 
 
-@pytest.mark.parametrize("options, needle", [
-    ({"channels": 2}, "data.channels=2 is invalid"),
-    ({"channels": True}, "data.channels=True is invalid"),
-    ({"image_size": 0}, "data.image_size=0 is invalid"),
-    ({"image_size": [8]}, "data.image_size=[8] is invalid"),
-    ({"image_size": "32"}, "data.image_size='32' is invalid"),
-    ({"test_fraction": 1.0}, "data.test_fraction=1.0 is invalid"),
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"channels": 2}, "data.channels=2 is invalid"),
+        ({"channels": True}, "data.channels=True is invalid"),
+        ({"image_size": 0}, "data.image_size=0 is invalid"),
+        ({"image_size": [8]}, "data.image_size=[8] is invalid"),
+        ({"image_size": "32"}, "data.image_size='32' is invalid"),
+        ({"test_fraction": 1.0}, "data.test_fraction=1.0 is invalid"),
+    ],
+)
 def test_bad_image_options(tmp_path, options, needle):
     with pytest.raises(ConfigError) as excinfo:
         load_image_folder(split_folder(tmp_path / "pets"), **options)
@@ -268,20 +274,23 @@ def test_csv_semicolons_and_a_test_file_with_other_column_order(tmp_path):
     assert data.classes == ("no", "yes") and data.test_y.tolist() == [1, 0]
 
 
-@pytest.mark.parametrize("text, label, needles", [
-    ("a,b,y\n1,2,u\n3,4,v\n", "class", ["no column 'class'", "columns: a, b, y", "data.label="]),
-    ("a,b,y\n1,2,u\n3,4,u\n", "y", ["one class only (u)"]),
-    ("a,b,y\n1,2,u\n3,red,v\n", "y", ["line 3, column 'b'", "'red' is not a number"]),
-    ("a,b,y\n1,2,u\n\n3,,v\n", "y", ["line 4, column 'b' is empty"]),
-    ("a,b,y\n1,nan,u\n3,4,v\n", "y", ["line 2, column 'b'", "'nan' is not a finite number"]),
-    ("a,b,y\n1,2,u\n3,1e99,v\n", "y", ["line 3, column 'b'", "'1e99'"]),
-    ("a,b,y\n1,2,u\n3,4\n", "y", ["line 3 has 2 fields, the header has 3"]),
-    ("a,b,y\n1,2,u\n3,4, \n", "y", ["line 3 has no label in column 'y'"]),
-    ("a,b,y\n", "y", ["header row but no data rows"]),
-    ("", "y", ["is empty", "header row"]),
-    ("y\nu\nv\n", "y", ["only the label column 'y'"]),
-    ("a,a,y\n1,2,u\n3,4,v\n", "y", ["column name a more than once"]),
-])
+@pytest.mark.parametrize(
+    "text, label, needles",
+    [
+        ("a,b,y\n1,2,u\n3,4,v\n", "class", ["no column 'class'", "columns: a, b, y", "data.label="]),
+        ("a,b,y\n1,2,u\n3,4,u\n", "y", ["one class only (u)"]),
+        ("a,b,y\n1,2,u\n3,red,v\n", "y", ["line 3, column 'b'", "'red' is not a number"]),
+        ("a,b,y\n1,2,u\n\n3,,v\n", "y", ["line 4, column 'b' is empty"]),
+        ("a,b,y\n1,nan,u\n3,4,v\n", "y", ["line 2, column 'b'", "'nan' is not a finite number"]),
+        ("a,b,y\n1,2,u\n3,1e99,v\n", "y", ["line 3, column 'b'", "'1e99'"]),
+        ("a,b,y\n1,2,u\n3,4\n", "y", ["line 3 has 2 fields, the header has 3"]),
+        ("a,b,y\n1,2,u\n3,4, \n", "y", ["line 3 has no label in column 'y'"]),
+        ("a,b,y\n", "y", ["header row but no data rows"]),
+        ("", "y", ["is empty", "header row"]),
+        ("y\nu\nv\n", "y", ["only the label column 'y'"]),
+        ("a,a,y\n1,2,u\n3,4,v\n", "y", ["column name a more than once"]),
+    ],
+)
 def test_bad_csv_says_one_line(tmp_path, text, label, needles):
     with pytest.raises(DataError) as excinfo:
         load_csv(write_csv(tmp_path / "t.csv", text), label)
@@ -322,8 +331,13 @@ def test_npz_without_test_arrays(tmp_path):
 
 
 def test_npz_with_test_arrays_and_string_labels(tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.eye(4, dtype=np.int32), y=np.array(["b", "a", "b", "a"]),
-             x_test=np.ones((2, 4)), y_test=np.array(["a", "a"]))
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.eye(4, dtype=np.int32),
+        y=np.array(["b", "a", "b", "a"]),
+        x_test=np.ones((2, 4)),
+        y_test=np.array(["a", "a"]),
+    )
     data = load_arrays(tmp_path / "d.npz")
     assert data.classes == ("a", "b") and data.train_y.tolist() == [1, 0, 1, 0] and data.test_y.tolist() == [0, 0]
     assert data.test_x.dtype == torch.float32 and data.test_x.shape == (2, 4)
@@ -335,24 +349,31 @@ def test_npz_whole_float_labels_are_class_ids(tmp_path):
     assert load_arrays(tmp_path / "d.npz").classes == ("0", "1")
 
 
-@pytest.mark.parametrize("arrays, needles", [
-    ({"y": np.zeros(4)}, ["no array x", "arrays: y"]),
-    ({"x": np.zeros((4, 2))}, ["no array y"]),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0])}, ["x has 4 rows but y has 3 labels"]),
-    ({"x": np.array([[1.0, np.nan], [1, 2]]), "y": np.array([0, 1])}, ["nan at row 0, feature 1"]),
-    ({"x": np.array([[1.0, np.inf], [1, 2]]), "y": np.array([0, 1])}, ["inf at row 0, feature 1"]),
-    ({"x": np.zeros((4, 2, 2)), "y": np.array([0, 1, 0, 1])}, ["shape (4, 2, 2)", "x.reshape(len(x), -1)"]),
-    ({"x": np.zeros(4), "y": np.array([0, 1, 0, 1])}, ["shape (4,)", "x.reshape(-1, 1)"]),
-    ({"x": np.array([["a"], ["b"]]), "y": np.array([0, 1])}, ["x in", "features must be numbers"]),
-    ({"x": np.zeros((2, 1)), "y": np.array([0.5, 1.0])}, ["y in", "labels must be whole numbers or strings"]),
-    ({"x": np.zeros((2, 1)), "y": np.array([[0], [1]])}, ["y in", "shape (2, 1)", "one label per row"]),
-    ({"x": np.zeros((2, 1)), "y": np.array([3, 3])}, ["one class only (3)"]),
-    ({"x": np.zeros((2, 1)), "y": np.array([0, 1]), "x_test": np.zeros((1, 1))}, ["has x_test but no y_test"]),
-    ({"x": np.zeros((2, 1)), "y": np.array([0, 1]), "x_test": np.zeros((1, 3)), "y_test": np.array([0])},
-     ["x_test in", "has 3 features, x has 1"]),
-    ({"x": np.zeros((2, 1)), "y": np.array([0, 1]), "x_test": np.zeros((1, 1)), "y_test": np.array([2])},
-     ["labels the training data lacks: 2"]),
-])
+@pytest.mark.parametrize(
+    "arrays, needles",
+    [
+        ({"y": np.zeros(4)}, ["no array x", "arrays: y"]),
+        ({"x": np.zeros((4, 2))}, ["no array y"]),
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0])}, ["x has 4 rows but y has 3 labels"]),
+        ({"x": np.array([[1.0, np.nan], [1, 2]]), "y": np.array([0, 1])}, ["nan at row 0, feature 1"]),
+        ({"x": np.array([[1.0, np.inf], [1, 2]]), "y": np.array([0, 1])}, ["inf at row 0, feature 1"]),
+        ({"x": np.zeros((4, 2, 2)), "y": np.array([0, 1, 0, 1])}, ["shape (4, 2, 2)", "x.reshape(len(x), -1)"]),
+        ({"x": np.zeros(4), "y": np.array([0, 1, 0, 1])}, ["shape (4,)", "x.reshape(-1, 1)"]),
+        ({"x": np.array([["a"], ["b"]]), "y": np.array([0, 1])}, ["x in", "features must be numbers"]),
+        ({"x": np.zeros((2, 1)), "y": np.array([0.5, 1.0])}, ["y in", "labels must be whole numbers or strings"]),
+        ({"x": np.zeros((2, 1)), "y": np.array([[0], [1]])}, ["y in", "shape (2, 1)", "one label per row"]),
+        ({"x": np.zeros((2, 1)), "y": np.array([3, 3])}, ["one class only (3)"]),
+        ({"x": np.zeros((2, 1)), "y": np.array([0, 1]), "x_test": np.zeros((1, 1))}, ["has x_test but no y_test"]),
+        (
+            {"x": np.zeros((2, 1)), "y": np.array([0, 1]), "x_test": np.zeros((1, 3)), "y_test": np.array([0])},
+            ["x_test in", "has 3 features, x has 1"],
+        ),
+        (
+            {"x": np.zeros((2, 1)), "y": np.array([0, 1]), "x_test": np.zeros((1, 1)), "y_test": np.array([2])},
+            ["labels the training data lacks: 2"],
+        ),
+    ],
+)
 def test_bad_npz_says_one_line(tmp_path, arrays, needles):
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(DataError) as excinfo:
@@ -364,8 +385,12 @@ def test_bad_npz_files(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}, None], dtype=object), y=np.array([0, 1]))
     np.save(tmp_path / "one.npy", np.zeros((2, 2)))
     (tmp_path / "text.npz").write_text("x,y\n1,2\n")
-    for name, needle in (("obj.npz", "arrays of Python objects"), ("one.npy", "single array (.npy)"),
-                         ("text.npz", "is not a readable .npz file"), ("none.npz", "does not exist")):
+    for name, needle in (
+        ("obj.npz", "arrays of Python objects"),
+        ("one.npy", "single array (.npy)"),
+        ("text.npz", "is not a readable .npz file"),
+        ("none.npz", "does not exist"),
+    ):
         with pytest.raises(DataError) as excinfo:
             load_arrays(tmp_path / name)
         one_line(excinfo, name, needle)

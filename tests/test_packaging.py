@@ -8,20 +8,50 @@ from conftest import REPO
 
 
 def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("dlcli-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for config in ("train.yaml", "eval.yaml", "predict.yaml", "export.yaml", "model/lenet.yaml", "data/toy.yaml",
-                   "trainer/default.yaml", "logger/mlflow.yaml"):
+    for config in (
+        "train.yaml",
+        "eval.yaml",
+        "predict.yaml",
+        "export.yaml",
+        "model/lenet.yaml",
+        "data/toy.yaml",
+        "trainer/default.yaml",
+        "logger/mlflow.yaml",
+    ):
         assert f"dlcli/configs/{config}" in names
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = "import dlcli, sys; print(dlcli.__file__); from dlcli.cli import main; sys.exit(main())"
-    proc = subprocess.run([sys.executable, "-c", code, "train", "model=lenet", "--cfg", "job"], cwd=elsewhere,
-                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", "model=lenet", "--cfg", "job"],
+        cwd=elsewhere,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(str(target)) and "_target_: dlcli.models.LeNet5" in proc.stdout

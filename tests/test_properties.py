@@ -24,15 +24,17 @@ def compose_train(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-valid_configs = st.fixed_dictionaries({
-    "model": st.sampled_from(["mlp", "lenet", "alexnet"]),
-    "activation": st.sampled_from(ACTIVATIONS),
-    "loss": st.sampled_from(["cross_entropy", "nll", "mse", "hinge"]),
-    "regularization": st.sampled_from(["none", "l2", "l1", "elastic"]),
-    "optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "adagrad"]),
-    "scheduler": st.sampled_from(["none", "step", "cosine", "onecycle", "plateau"]),
-    "batch_norm": st.booleans(),
-})
+valid_configs = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["mlp", "lenet", "alexnet"]),
+        "activation": st.sampled_from(ACTIVATIONS),
+        "loss": st.sampled_from(["cross_entropy", "nll", "mse", "hinge"]),
+        "regularization": st.sampled_from(["none", "l2", "l1", "elastic"]),
+        "optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "adagrad"]),
+        "scheduler": st.sampled_from(["none", "step", "cosine", "onecycle", "plateau"]),
+        "batch_norm": st.booleans(),
+    }
+)
 
 
 @settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,11 +65,32 @@ def test_any_valid_combination_takes_a_training_step(choice):
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
-KEYS = ["optimizer.lr", "optimizer.weight_decay", "model.depth", "model.width", "model.activation", "model.dropout",
-        "trainer.epochs", "trainer.batch_size", "trainer.device", "trainer.val_fraction", "regularization.strength",
-        "data.name", "data.noise", "trainer.seed", "scheduler.name", "loss.name", "trainer.monitor", "trainer.nope"]
-values = st.one_of(st.integers(-10**12, 10**12).map(str), st.floats(allow_nan=True).map(repr),
-                   st.text(min_size=0, max_size=12), st.sampled_from(["", "null", "[1,2]", "[", "true", "1e999"]))
+KEYS = [
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "model.depth",
+    "model.width",
+    "model.activation",
+    "model.dropout",
+    "trainer.epochs",
+    "trainer.batch_size",
+    "trainer.device",
+    "trainer.val_fraction",
+    "regularization.strength",
+    "data.name",
+    "data.noise",
+    "trainer.seed",
+    "scheduler.name",
+    "loss.name",
+    "trainer.monitor",
+    "trainer.nope",
+]
+values = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True).map(repr),
+    st.text(min_size=0, max_size=12),
+    st.sampled_from(["", "null", "[1,2]", "[", "true", "1e999"]),
+)
 
 
 @settings(max_examples=40, deadline=None)

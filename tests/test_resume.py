@@ -8,8 +8,14 @@ import sys
 
 from conftest import FAST_TOY, REPO, read_jsonl
 
-LONGER = ["trainer.epochs=6", "data.n_samples=20000", "model.width=256", "model.dropout=0.3", "scheduler=onecycle",
-          "trainer.progress=false"]
+LONGER = [
+    "trainer.epochs=6",
+    "data.n_samples=20000",
+    "model.width=256",
+    "model.dropout=0.3",
+    "scheduler=onecycle",
+    "trainer.progress=false",
+]
 TIMING = ("epoch_seconds", "samples_per_second")
 
 
@@ -17,9 +23,25 @@ def test_killed_then_resumed_ends_with_the_uninterrupted_numbers(tmp_path, cache
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     # one kill, at 0.57 of the uninterrupted run's time (seed 1): inside an epoch, well after start-up; 4 of
     # LONGER's 6 epochs. The README's 10-kill run is the long one.
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "kill_resume.py"), "--kills", "1", "--seed", "1", "--every", "5",
-                           *LONGER, "trainer.epochs=4"], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "kill_resume.py"),
+            "--kills",
+            "1",
+            "--seed",
+            "1",
+            "--every",
+            "5",
+            *LONGER,
+            "trainer.epochs=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result["kills"] == 1 and result["metrics_equal"] and result["summary_equal"], result
@@ -29,9 +51,14 @@ def test_killed_then_resumed_ends_with_the_uninterrupted_numbers(tmp_path, cache
 def test_sigterm_saves_last_pt_prints_the_resume_command_and_exits_143(tmp_path, cache_dir, dlcli):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("DLCLI_DEBUG", None)
-    run = subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *LONGER, "trainer.epochs=200",
-                            "hydra.run.dir=run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dlcli.cli", "train", *LONGER, "trainer.epochs=200", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in run.stdout:  # wait until training is under way
         if line.startswith("epoch 2/"):
             break
@@ -53,8 +80,14 @@ def test_sigterm_saves_last_pt_prints_the_resume_command_and_exits_143(tmp_path,
 
 def test_sigint_exits_130(tmp_path, cache_dir):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *LONGER, "trainer.epochs=200"], cwd=tmp_path,
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dlcli.cli", "train", *LONGER, "trainer.epochs=200"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in run.stdout:
         if line.startswith("epoch 1/"):
             break
@@ -64,8 +97,16 @@ def test_sigint_exits_130(tmp_path, cache_dir):
 
 
 def test_grad_clip_limits_the_update(dlcli, tmp_path):
-    proc = dlcli("train", *FAST_TOY, "optimizer=sgd", "optimizer.lr=10", "optimizer.momentum=0",
-                 "optimizer.nesterov=false", "trainer.grad_clip=0.01", "hydra.run.dir=run")
+    proc = dlcli(
+        "train",
+        *FAST_TOY,
+        "optimizer=sgd",
+        "optimizer.lr=10",
+        "optimizer.momentum=0",
+        "optimizer.nesterov=false",
+        "trainer.grad_clip=0.01",
+        "hydra.run.dir=run",
+    )
     assert proc.returncode == 0, proc.stderr  # lr=10 would blow up without clipping
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
 
@@ -108,18 +149,35 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_samples_per_second_after_a_mid_epoch_resume_counts_only_what_this_process_trained(dlcli, tmp_path,
-                                                                                          cache_dir):
+def test_samples_per_second_after_a_mid_epoch_resume_counts_only_what_this_process_trained(dlcli, tmp_path, cache_dir):
     """Killed 480 of 563 steps into epoch 1: the resumed epoch's rate must not count those 480 steps' samples
     against the time of the last 83 (that read ~7x too fast)."""
     import torch
 
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    args = ["trainer.epochs=3", "data.n_samples=20000", "model.width=256", "trainer.batch_size=32", "trainer.threads=1",
-            "trainer.progress=false", "hydra.run.dir=run"]
-    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_THE_MID_EPOCH_CHECKPOINT, "train", *args,
-                           "trainer.checkpoint_every_steps=480"], cwd=tmp_path, env=env, capture_output=True,
-                          timeout=300)
+    args = [
+        "trainer.epochs=3",
+        "data.n_samples=20000",
+        "model.width=256",
+        "trainer.batch_size=32",
+        "trainer.threads=1",
+        "trainer.progress=false",
+        "hydra.run.dir=run",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_AFTER_THE_MID_EPOCH_CHECKPOINT,
+            "train",
+            *args,
+            "trainer.checkpoint_every_steps=480",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 0 and state["in_epoch"]["batch"] == 480

@@ -19,8 +19,10 @@ LONG = ["trainer.epochs=500", "data.n_samples=20000", "model.width=256", "traine
 
 def snapshot(folder):
     """Every file and folder under `folder`, hidden ones too: its mode and, for a file, its bytes."""
-    return {p.relative_to(folder): (p.stat().st_mode, p.is_file() and hashlib.md5(p.read_bytes()).hexdigest())
-            for p in folder.rglob("*")}
+    return {
+        p.relative_to(folder): (p.stat().st_mode, p.is_file() and hashlib.md5(p.read_bytes()).hexdigest())
+        for p in folder.rglob("*")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +30,13 @@ def finished(tmp_path_factory, cache_dir):
     """A finished toy run, copied fresh for each test that may change it."""
     where = tmp_path_factory.mktemp("finished")
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"], cwd=where, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"],
+        cwd=where,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return where / "run"
 
 
@@ -41,8 +48,14 @@ def run(finished, tmp_path):
 def start(tmp_path, cache_dir, *args):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("DLCLI_DEBUG", None)
-    return subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlcli.cli", "train", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_epoch(proc):
@@ -82,8 +95,9 @@ def test_a_new_run_into_a_finished_runs_folder_is_refused(dlcli, run):
 
 def test_a_failed_resume_keeps_the_ok_summary_and_the_checkpoints(dlcli, run, cache_dir):
     kept = {p: p.read_bytes() for p in [run / "summary.json", *(run / "checkpoints").iterdir()]}
-    proc = dlcli("train", *FAST_TOY, "trainer.epochs=4", "model.width=16", "trainer.resume=auto",
-                 f"hydra.run.dir={run}")
+    proc = dlcli(
+        "train", *FAST_TOY, "trainer.epochs=4", "model.width=16", "trainer.resume=auto", f"hydra.run.dir={run}"
+    )
     assert_one_line_error(proc, "does not fit this model")
     assert {p: p.read_bytes() for p in kept} == kept
 
@@ -95,9 +109,23 @@ def test_a_failed_resume_keeps_the_ok_summary_and_the_checkpoints(dlcli, run, ca
 
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     env.pop("DLCLI_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "trainer.epochs=4",
-                           "trainer.resume=auto", f"hydra.run.dir={run}"], env=env, capture_output=True, text=True,
-                          preexec_fn=small_disk, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlcli.cli",
+            "train",
+            *FAST_TOY,
+            "trainer.epochs=4",
+            "trainer.resume=auto",
+            f"hydra.run.dir={run}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=300,
+    )
     assert_one_line_error(proc, "could not write", "/checkpoints/")
     assert {p: p.read_bytes() for p in kept} == kept
 
@@ -127,8 +155,10 @@ def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
         wait_for_epoch(first)
         os.kill(first.pid, signal.SIGSTOP)
         before = snapshot(tmp_path / "sweep")
-        for args in (["-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "hydra.sweep.dir=sweep"],
-                     [*FAST_TOY, "trainer.resume=auto", "hydra.run.dir=sweep/0"]):
+        for args in (
+            ["-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "hydra.sweep.dir=sweep"],
+            [*FAST_TOY, "trainer.resume=auto", "hydra.run.dir=sweep/0"],
+        ):
             assert_one_line_error(dlcli("train", *args), "is in use by another dlcli run", f"pid {first.pid}")
             assert snapshot(tmp_path / "sweep") == before
         os.kill(first.pid, signal.SIGKILL)
@@ -145,8 +175,21 @@ def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
 def test_result_files_get_the_umasks_permissions(tmp_path, cache_dir, umask, mode):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     for args in (["train", *FAST_TOY, "hydra.run.dir=run"], ["report", "run", "--out", "report"]):
-        subprocess.run([sys.executable, "-m", "dlcli.cli", *args], cwd=tmp_path, env=env, umask=umask, check=True,
-                       capture_output=True)
-    files = ["run/summary.json", "run/metrics.jsonl", "run/metrics.csv", "run/checkpoints/best.pt",
-             "run/checkpoints/last.pt", "report/sweep.csv", "report/sweep.json"]
+        subprocess.run(
+            [sys.executable, "-m", "dlcli.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            umask=umask,
+            check=True,
+            capture_output=True,
+        )
+    files = [
+        "run/summary.json",
+        "run/metrics.jsonl",
+        "run/metrics.csv",
+        "run/checkpoints/best.pt",
+        "run/checkpoints/last.pt",
+        "report/sweep.csv",
+        "report/sweep.json",
+    ]
     assert {f: oct((tmp_path / f).stat().st_mode & 0o777) for f in files} == {f: oct(mode) for f in files}

@@ -58,7 +58,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -75,7 +75,11 @@ def test_the_walk_sees_imports_inside_functions_and_finds_a_planted_cycle(tmp_pa
     (tmp_path / "a.py").write_text("def f():\n    from dlcli.b import g\n")
     assert imported(tmp_path / "a.py", {"dlcli.b"}) == {"dlcli.b"}
     assert cycle({"dlcli.a": {"dlcli.b"}, "dlcli.b": {"dlcli.c"}, "dlcli.c": {"dlcli.a"}}) == [
-        "dlcli.a", "dlcli.b", "dlcli.c", "dlcli.a"]
+        "dlcli.a",
+        "dlcli.b",
+        "dlcli.c",
+        "dlcli.a",
+    ]
 
 
 def test_the_package_has_no_import_cycle():
@@ -83,8 +87,12 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_the_library_never_imports_a_command():
-    upward = {(name, dep) for name, deps in import_graph().items() for dep in deps
-              if dep.startswith(COMMANDS) and not name.startswith(COMMANDS) and name not in ENTRY}
+    upward = {
+        (name, dep)
+        for name, deps in import_graph().items()
+        for dep in deps
+        if dep.startswith(COMMANDS) and not name.startswith(COMMANDS) and name not in ENTRY
+    }
     assert not upward
 
 
@@ -95,8 +103,10 @@ def test_the_machine_module_imports_nothing_of_dlcli_but_its_errors():
 
 
 def test_help_imports_neither_torch_nor_hydra():
-    code = ("import sys, contextlib, io\nfrom dlcli.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
-            "    main(['--help'])\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hydra')))")
+    code = (
+        "import sys, contextlib, io\nfrom dlcli.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hydra')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

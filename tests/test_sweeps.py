@@ -120,8 +120,9 @@ def test_parallel_and_cluster_launchers_complete_a_two_job_sweep(dlcli, tmp_path
 
 
 def test_optuna_runs_three_trials_and_survives_a_failing_one(dlcli, tmp_path):
-    proc = dlcli("train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST_TOY,
-                 "model.dropout=choice(0.1,1.5)")
+    proc = dlcli(
+        "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST_TOY, "model.dropout=choice(0.1,1.5)"
+    )
     report = json.loads((sweep_dir(tmp_path) / "sweep.json").read_text())
     assert len(report["jobs"]) == 3
     statuses = [j["status"] for j in report["jobs"]]
@@ -133,12 +134,19 @@ def test_optuna_runs_three_trials_and_survives_a_failing_one(dlcli, tmp_path):
 
 
 def test_varying_parameters_and_sorting():
-    jobs = [Job("0", "a=1 lr=0.1", "ok", best_val_acc=0.5), Job("1", "a=1 lr=0.01", "ok", best_val_acc=0.9),
-            Job("2", "a=1 lr=bad", "failed")]
+    jobs = [
+        Job("0", "a=1 lr=0.1", "ok", best_val_acc=0.5),
+        Job("1", "a=1 lr=0.01", "ok", best_val_acc=0.9),
+        Job("2", "a=1 lr=bad", "failed"),
+    ]
     assert list(varying_parameters(jobs)) == ["lr"]
     assert [j.job for j in sort_jobs(jobs, "best_val_acc")] == ["1", "0", "2"]
-    assert [j.job for j in sort_jobs([Job("0", "", "ok", final_train_loss=2.0),
-                                      Job("1", "", "ok", final_train_loss=1.0)], "final_train_loss")] == ["1", "0"]
+    assert [
+        j.job
+        for j in sort_jobs(
+            [Job("0", "", "ok", final_train_loss=2.0), Job("1", "", "ok", final_train_loss=1.0)], "final_train_loss"
+        )
+    ] == ["1", "0"]
 
 
 def test_log_spacing():
@@ -162,7 +170,10 @@ def test_slurm_preset_runs_a_task_per_device():
     import dlcli.settings  # noqa: F401  the schemas the options inherit
 
     with initialize_config_module("dlcli.configs", version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer.devices=4", "hydra.launcher.nodes=2"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "trainer.devices=4", "hydra.launcher.nodes=2"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)

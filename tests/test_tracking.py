@@ -46,12 +46,22 @@ def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_pat
     history = client.get_metric_history(job.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r["val_acc"])) for r in rows]
     assert job.data.params["trainer.epochs"] == "2" and "test_acc" in job.data.metrics
-    assert {a.path for a in client.list_artifacts(job.info.run_id)} >= {"best.pt", "summary.json",
-                                                                        "learning_curves.png"}
+    assert {a.path for a in client.list_artifacts(job.info.run_id)} >= {
+        "best.pt",
+        "summary.json",
+        "learning_curves.png",
+    }
 
     # a resumed run continues the same tracked run, with the epochs it adds
-    proc = dlcli("train", *FAST_TOY, "logger=mlflow", "optimizer.lr=0.01", "trainer.epochs=3",
-                 "trainer.resume=auto", f"hydra.run.dir={tmp_path / 'sweep' / '0'}")
+    proc = dlcli(
+        "train",
+        *FAST_TOY,
+        "logger=mlflow",
+        "optimizer.lr=0.01",
+        "trainer.epochs=3",
+        "trainer.resume=auto",
+        f"hydra.run.dir={tmp_path / 'sweep' / '0'}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(client.search_runs([job.info.experiment_id])) == 2
     assert [m.step for m in client.get_metric_history(job.info.run_id, "val_acc")] == [1, 2, 3]
@@ -112,10 +122,19 @@ def test_early_stopping_ends_a_stalled_run_and_says_why_to_a_logger_of_your_own(
         "    def log_epoch(self, row):\n"
         "        print(self.prefix, row['epoch'], flush=True)\n"
         "    def finish(self, status, summary, files):\n"
-        "        print(self.prefix, status, summary['stopped']['epoch'], [f.name for f in files], flush=True)\n")
+        "        print(self.prefix, status, summary['stopped']['epoch'], [f.name for f in files], flush=True)\n"
+    )
     # a learning rate of 1e-9 leaves the validation accuracy where it starts
-    proc = dlcli("train", *FAST_TOY, "trainer.epochs=10", "optimizer.lr=1e-9", "trainer.early_stopping.patience=2",
-                 "logger._target_=my_logs.Printer", "+logger.prefix=EPOCH", "hydra.run.dir=run")
+    proc = dlcli(
+        "train",
+        *FAST_TOY,
+        "trainer.epochs=10",
+        "optimizer.lr=1e-9",
+        "trainer.early_stopping.patience=2",
+        "logger._target_=my_logs.Printer",
+        "+logger.prefix=EPOCH",
+        "hydra.run.dir=run",
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["stopped"]["epoch"] == 3
@@ -123,24 +142,33 @@ def test_early_stopping_ends_a_stalled_run_and_says_why_to_a_logger_of_your_own(
     assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 3
     assert "early stopping after epoch 3" in proc.stdout + proc.stderr
     assert [line for line in proc.stdout.splitlines() if line.startswith("EPOCH")] == [
-        "EPOCH 1", "EPOCH 2", "EPOCH 3", "EPOCH ok 3 ['best.pt', 'summary.json', 'learning_curves.png']"]
+        "EPOCH 1",
+        "EPOCH 2",
+        "EPOCH 3",
+        "EPOCH ok 3 ['best.pt', 'summary.json', 'learning_curves.png']",
+    ]
 
 
 def test_stalled_counts_epochs_since_an_improvement_larger_than_min_delta():
     rows = [{"epoch": i + 1, "val_acc": v, "val_loss": -v} for i, v in enumerate([0.5, 0.6, 0.605, 0.608, 0.607])]
     assert stalled(rows, "val_acc", None, 0.0) is None  # off
     assert stalled(rows, "val_acc", 2, 0.0) is None  # 0.608 at epoch 4 is the best, one epoch ago
-    assert "it last did at epoch 2, to 0.6" in stalled(rows, "val_acc", 3, 0.01)  # +0.005 and +0.008 are not more than 0.01
+    assert "it last did at epoch 2, to 0.6" in stalled(
+        rows, "val_acc", 3, 0.01
+    )  # +0.005 and +0.008 are not more than 0.01
     assert stalled(rows, "val_loss", 1, 0.0) is not None  # lower is better for a loss: -0.607 > -0.608
     assert stalled([], "val_acc", 1, 0.0) is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.early_stopping.patience=0", "null (off) or an integer >= 1"),
-    ("trainer.early_stopping.min_delta=-1", "a number >= 0"),
-    ("logger=wandb logger.mode=sometimes", "choose one of offline, online, disabled"),
-    ("logger=mlflow logger.tracking_uri=plain.db", "a URI: sqlite:///path/to/mlflow.db for a local file"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.early_stopping.patience=0", "null (off) or an integer >= 1"),
+        ("trainer.early_stopping.min_delta=-1", "a number >= 0"),
+        ("logger=wandb logger.mode=sometimes", "choose one of offline, online, disabled"),
+        ("logger=mlflow logger.tracking_uri=plain.db", "a URI: sqlite:///path/to/mlflow.db for a local file"),
+    ],
+)
 def test_bad_tracking_values_are_refused_before_any_work(override, message):
     from test_settings import compose_train
 
@@ -150,11 +178,14 @@ def test_bad_tracking_values_are_refused_before_any_work(override, message):
         load_settings(compose_train(*override.split()))
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.early_stopping=3", "trainer.early_stopping is a section of keys (patience, min_delta)"),
-    ("logger.tracking_uri=x.db", "the logger option chosen has no keys; choose one that does first"),
-    ("logger=mlfow", "did you mean mlflow?"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.early_stopping=3", "trainer.early_stopping is a section of keys (patience, min_delta)"),
+        ("logger.tracking_uri=x.db", "the logger option chosen has no keys; choose one that does first"),
+        ("logger=mlfow", "did you mean mlflow?"),
+    ],
+)
 def test_tracking_mistakes_on_the_command_line_are_one_line(dlcli, tmp_path, override, message):
     proc = dlcli("train", *FAST_TOY, override)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

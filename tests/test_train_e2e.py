@@ -22,8 +22,9 @@ def toy_run(tmp_path_factory, cache_dir):
     where = tmp_path_factory.mktemp("toy")
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dlcli.cli", "train"], cwd=where, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli.cli", "train"], cwd=where, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return where, run_dir_of(where), time.perf_counter() - started, proc
 
@@ -89,8 +90,12 @@ def test_same_config_and_seed_give_identical_numbers(dlcli, tmp_path):
     for name in ("a", "b"):
         proc = dlcli("train", *FAST_TOY, "model.dropout=0.3", f"hydra.run.dir=runs/{name}")
         assert proc.returncode == 0, proc.stderr
-        runs.append([{k: v for k, v in r.items() if k not in TIMING}
-                     for r in read_jsonl(tmp_path / "runs" / name / "metrics.jsonl")])
+        runs.append(
+            [
+                {k: v for k, v in r.items() if k not in TIMING}
+                for r in read_jsonl(tmp_path / "runs" / name / "metrics.jsonl")
+            ]
+        )
     assert runs[0] == runs[1]
     other = dlcli("train", *FAST_TOY, "model.dropout=0.3", "trainer.seed=1", "hydra.run.dir=runs/c")
     assert other.returncode == 0
@@ -116,8 +121,16 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path, cache_dir
     import os
 
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    procs = [subprocess.Popen([sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     assert all(p.wait(timeout=300) == 0 for p in procs)
     runs = {p.parent for p in (tmp_path / "outputs").rglob("summary.json")}
     assert len(runs) == 2
@@ -128,8 +141,15 @@ def test_multirun_2x2_makes_four_numbered_jobs(dlcli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summaries = sorted((tmp_path / "outputs" / "multirun").rglob("summary.json"))
     assert [p.parent.name for p in summaries] == ["0", "1", "2", "3"]
-    configs = {(json.dumps(torch.load(p.parent / "checkpoints" / "last.pt", weights_only=True)["config"]["optimizer"],
-                           sort_keys=True)) for p in summaries}
+    configs = {
+        (
+            json.dumps(
+                torch.load(p.parent / "checkpoints" / "last.pt", weights_only=True)["config"]["optimizer"],
+                sort_keys=True,
+            )
+        )
+        for p in summaries
+    }
     assert len(configs) == 4
 
 

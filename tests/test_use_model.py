@@ -83,8 +83,10 @@ def test_predict_bad_inputs_are_one_line(lenet, toy_checkpoint, dlcli, tmp_path)
     _, best, _ = lenet
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
     (tmp_path / "rows.csv").write_text("x,y,z\n1,2,3\n")
-    for checkpoint, inputs, message in [(best, "broken.png", "could not be read as an image"),
-                                        (toy_checkpoint, "rows.csv", "has 3 features per row; this model takes 2")]:
+    for checkpoint, inputs, message in [
+        (best, "broken.png", "could not be read as an image"),
+        (toy_checkpoint, "rows.csv", "has 3 features per row; this model takes 2"),
+    ]:
         proc = dlcli("predict", f"checkpoint={checkpoint}", f"inputs={inputs}")
         assert proc.returncode == 2 and message in proc.stderr, (inputs, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -114,8 +116,9 @@ def test_onnx_export_gives_the_checkpoints_test_accuracy(lenet, mnist_root, dlcl
     session = onnxruntime.InferenceSession(str(best.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
     images, labels = mnist_test_images(mnist_root)
     x = (images[:, None] / 255).astype(np.float32)  # pixels in [0, 1]: the normalization is inside the file
-    predicted = np.concatenate([session.run(None, {"input": x[i:i + 2000]})[0].argmax(1)
-                                for i in range(0, len(x), 2000)])
+    predicted = np.concatenate(
+        [session.run(None, {"input": x[i : i + 2000]})[0].argmax(1) for i in range(0, len(x), 2000)]
+    )
     accuracy = float((predicted == labels).mean())
     assert abs(accuracy - summary["test_acc"]) <= 2e-4, (accuracy, summary["test_acc"])  # a tie may flip, no more
 
@@ -149,8 +152,15 @@ def test_batch_norm_and_recurrent_models_export_for_any_batch_size(tmp_path, nam
     from dlcli.settings import RecurrentSettings, ResNetSettings
 
     spec = ResNetSettings(depth=8, width=8) if name == "resnet" else RecurrentSettings(cell="lstm", hidden=16)
-    record = {"kind": "images", "shape": [1, 28, 28], "mean": [0.13], "std": [0.31], "classes": list("0123456789"),
-              "sequence": None if name == "resnet" else "rows", "features": None}
+    record = {
+        "kind": "images",
+        "shape": [1, 28, 28],
+        "mean": [0.13],
+        "std": [0.31],
+        "classes": list("0123456789"),
+        "sequence": None if name == "resnet" else "rows",
+        "features": None,
+    }
     model = Prepared(build_model(spec, sequence_shape((1, 28, 28), record["sequence"]), 10), record)
     model = model.float().eval()  # float32 as trained, whatever default dtype an earlier test left
     x = sample_inputs(record, 5, seed=1)

@@ -35,8 +35,11 @@ ACCEPTED = ("checkpoint", "split", "allow", "data.root", "trainer.device", "trai
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
         raise ConfigError("checkpoint is required: dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt")
-    unused = [key for key, _ in leaves(OmegaConf.to_container(cfg))
-              if not any(key == a or key.startswith(a + ".") for a in ACCEPTED)]  # allow.0 is allow's
+    unused = [
+        key
+        for key, _ in leaves(OmegaConf.to_container(cfg))
+        if not any(key == a or key.startswith(a + ".") for a in ACCEPTED)
+    ]  # allow.0 is allow's
     if unused:  # e.g. +model=alexnet: evaluating the checkpoint's model anyway would mislead
         raise ConfigError(unused_key_message(unused[0]))
     require(cfg.split in ("test", "val"), "split", cfg.split, "test or val")
@@ -68,8 +71,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     data = load_data(settings.data, t.seed, t.val_fraction, device)
     model, data = on_device(settings.model, data, device, t.channels_last)  # laid out as in training: same numbers
     load_weights(model, state, path)
-    result = evaluate(model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size,
-                      lambda: autocast(t.precision, device))
+    result = evaluate(
+        model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size, lambda: autocast(t.precision, device)
+    )
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     report = {
@@ -98,8 +102,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
 def unused_key_message(key: str) -> str:
     shown = key if key.split(".")[0] in ("data", "trainer") else key.split(".")[0]
-    return (f"{shown} is not used by dlcli eval (the model, data and training settings come from the checkpoint); "
-            f"it accepts: {', '.join(ACCEPTED)}")
+    return (
+        f"{shown} is not used by dlcli eval (the model, data and training settings come from the checkpoint); "
+        f"it accepts: {', '.join(ACCEPTED)}"
+    )
 
 
 def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[Path]:
@@ -113,8 +119,13 @@ def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[
     drawn = [plots.confusion_matrix(report["confusion"], report["classes"], run_dir / "confusion_matrix.png", title)]
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first_conv is not None:
-        drawn.append(plots.conv_filters(first_conv.weight, run_dir / "filters.png",
-                                        f"{report['model']}: first convolution's {first_conv.out_channels} filters"))
+        drawn.append(
+            plots.conv_filters(
+                first_conv.weight,
+                run_dir / "filters.png",
+                f"{report['model']}: first convolution's {first_conv.out_channels} filters",
+            )
+        )
     if data.input_shape == (2,):
         points = data.split(split)
 
@@ -138,8 +149,10 @@ def print_report(report: dict) -> None:
     # a log file or pipe gets the full table rather than rich's 80-column default
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     # the heading on a line of its own: as the title of this narrow table it would wrap
-    console.print(f"[bold]{report['model']} on {report['data']}[/bold] ({report['split']}, {report['n']:,} samples, "
-                  f"epoch {report['epoch']})")
+    console.print(
+        f"[bold]{report['model']} on {report['data']}[/bold] ({report['split']}, {report['n']:,} samples, "
+        f"epoch {report['epoch']})"
+    )
     head = Table()
     head.add_column("loss", justify="right")
     head.add_column("accuracy", justify="right")

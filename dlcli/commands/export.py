@@ -32,18 +32,25 @@ def main(cfg: DictConfig) -> dict:
 
 def export(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
-        raise ConfigError("checkpoint is required: dlcli export checkpoint=outputs/<run>/checkpoints/best.pt "
-                          "format=onnx")
+        raise ConfigError(
+            "checkpoint is required: dlcli export checkpoint=outputs/<run>/checkpoints/best.pt format=onnx"
+        )
     require(cfg.format in SUFFIX, "format", cfg.format, "onnx or torchscript")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")
     out = Path(cfg.out).expanduser() if cfg.out else path.with_suffix(SUFFIX[cfg.format])
     other = next(f for f, suffix in SUFFIX.items() if f != cfg.format)
-    require(out.suffix != SUFFIX[other], "out", str(out), f"a file name not ending in {SUFFIX[other]} for "
-            f"format={cfg.format} (say {out.with_suffix(SUFFIX[cfg.format]).name}), or format={other}")
+    require(
+        out.suffix != SUFFIX[other],
+        "out",
+        str(out),
+        f"a file name not ending in {SUFFIX[other]} for "
+        f"format={cfg.format} (say {out.with_suffix(SUFFIX[cfg.format]).name}), or format={other}",
+    )
     if out.exists() and not is_export(out, cfg.format):
         # only an earlier export of the same format is replaced; a checkpoint, notes, a folder never are
-        raise ConfigError(f"out={out} exists and is not {NAMES[cfg.format]} file; choose another out=, or delete "
-                          "it first")
+        raise ConfigError(
+            f"out={out} exists and is not {NAMES[cfg.format]} file; choose another out=, or delete it first"
+        )
     if cfg.format == "onnx":
         from dlcli.machine import optional_package
 
@@ -66,21 +73,30 @@ def export(cfg: DictConfig) -> dict:
     # written beside `out` and checked there; only a file that passes replaces `out`
     trial = out.with_name(f".{out.name}.check")
     try:
-        data = _tried(f"torch could not export this model to {cfg.format}", write, model,
-                      sample_inputs(restored.record, 8))
+        data = _tried(
+            f"torch could not export this model to {cfg.format}", write, model, sample_inputs(restored.record, 8)
+        )
         write_atomic(trial, lambda f: f.write(data), binary=True)
-        got = _tried(f"the exported {cfg.format} file could not be run",
-                     run_onnx if cfg.format == "onnx" else run_torchscript, trial, check)
+        got = _tried(
+            f"the exported {cfg.format} file could not be run",
+            run_onnx if cfg.format == "onnx" else run_torchscript,
+            trial,
+            check,
+        )
         difference = float((got.float() - wanted).abs().max()) if got.shape == wanted.shape else math.inf
         if not difference <= TOLERANCE:
-            raise CheckFailed(f"the exported model's outputs differ from the checkpoint's by up to {difference:.3g} "
-                              f"(> {TOLERANCE:g}) on a batch of {len(check)}; nothing was written")
+            raise CheckFailed(
+                f"the exported model's outputs differ from the checkpoint's by up to {difference:.3g} "
+                f"(> {TOLERANCE:g}) on a batch of {len(check)}; nothing was written"
+            )
         trial.replace(out)
     finally:
         trial.unlink(missing_ok=True)
-    log.info(f"wrote {out} ({cfg.format}, {out.stat().st_size / 1e6:.2f} MB): takes "
-             f"{describe_input(restored.record)}; largest difference from the checkpoint's outputs on a batch of "
-             f"{len(check)}: {difference:.2e}")
+    log.info(
+        f"wrote {out} ({cfg.format}, {out.stat().st_size / 1e6:.2f} MB): takes "
+        f"{describe_input(restored.record)}; largest difference from the checkpoint's outputs on a batch of "
+        f"{len(check)}: {difference:.2e}"
+    )
     return {"out": str(out), "format": cfg.format, "max_difference": difference}
 
 
@@ -90,8 +106,9 @@ def _tried(what: str, step, *args):
     try:
         return step(*args)
     except Exception as exc:
-        raise CheckFailed(f"{what} ({type(exc).__name__}: {first_line(exc)}); nothing was written; try the other "
-                          "format") from None
+        raise CheckFailed(
+            f"{what} ({type(exc).__name__}: {first_line(exc)}); nothing was written; try the other format"
+        ) from None
 
 
 def is_export(path: Path, format: str) -> bool:
@@ -142,8 +159,15 @@ def to_onnx(model, example) -> bytes:
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals are not for the user
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
     buffer = io.BytesIO()
     program.save(buffer)
     return buffer.getvalue()

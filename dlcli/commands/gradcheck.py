@@ -38,8 +38,19 @@ class TensorCheck:
     passed: bool
 
 
-def check_gradients(model, loss_fn, penalty, x, y, samples: int, h: float, tol: float, atol: float,
-                    min_grad: float = 1e-3, seed: int = 0) -> tuple[list[TensorCheck], float, float]:
+def check_gradients(
+    model,
+    loss_fn,
+    penalty,
+    x,
+    y,
+    samples: int,
+    h: float,
+    tol: float,
+    atol: float,
+    min_grad: float = 1e-3,
+    seed: int = 0,
+) -> tuple[list[TensorCheck], float, float]:
     """Compare autograd with central differences for `samples` coordinates of every parameter.
 
     Returns the per-tensor results and the absolute tolerance and gradient size actually used.
@@ -127,13 +138,15 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     x = torch.randn(g.batch, *shape, dtype=torch.float64)
     y = torch.arange(g.batch) % classes
     penalty = Penalty(settings.regularization, penalized_weights(model))
-    results, atol, min_grad = check_gradients(model, build_loss(settings.loss), penalty, x, y, g.samples, g.h,
-                                              g.tolerance, g.atol, g.min_grad)
+    results, atol, min_grad = check_gradients(
+        model, build_loss(settings.loss), penalty, x, y, g.samples, g.h, g.tolerance, g.atol, g.min_grad
+    )
     print_results(results, settings, g, atol, min_grad)
     failed = [r.name for r in results if not r.passed]
     if failed:
-        raise CheckFailed(f"gradient check failed for {', '.join(failed)}: relative error above "
-                          f"{g.tolerance:g} (see the table)")
+        raise CheckFailed(
+            f"gradient check failed for {', '.join(failed)}: relative error above {g.tolerance:g} (see the table)"
+        )
     return results
 
 
@@ -143,27 +156,51 @@ def print_results(results: list[TensorCheck], settings, g, atol: float, min_grad
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"gradient check: {short_name(settings.model)} ({getattr(settings.model, 'activation', 'relu')}), "
-             f"loss {short_name(settings.loss)}, regularization {settings.regularization.name}; float64, "
-             f"h={g.h:g}, batch {g.batch}, tolerance {g.tolerance:g}")
+    title = (
+        f"gradient check: {short_name(settings.model)} ({getattr(settings.model, 'activation', 'relu')}), "
+        f"loss {short_name(settings.loss)}, regularization {settings.regularization.name}; float64, "
+        f"h={g.h:g}, batch {g.batch}, tolerance {g.tolerance:g}"
+    )
     table = Table(title=title)
-    for column in ("parameter", "shape", "checked", "kinks", "max abs error", f"max rel error (|g| ≥ {min_grad:.1g})",
-                   "result"):
+    for column in (
+        "parameter",
+        "shape",
+        "checked",
+        "kinks",
+        "max abs error",
+        f"max rel error (|g| ≥ {min_grad:.1g})",
+        "result",
+    ):
         table.add_column(column, justify="left" if column in ("parameter", "result") else "right")
     for r in results:
         verdict = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
-        table.add_row(r.name, "x".join(map(str, r.shape)), str(r.checked), str(r.kinks) if r.kinks else "",
-                      f"{r.max_abs:.2e}", "-" if r.max_rel is None else f"{r.max_rel:.2e}", verdict)
+        table.add_row(
+            r.name,
+            "x".join(map(str, r.shape)),
+            str(r.checked),
+            str(r.kinks) if r.kinks else "",
+            f"{r.max_abs:.2e}",
+            "-" if r.max_rel is None else f"{r.max_rel:.2e}",
+            verdict,
+        )
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     worst = max((r.max_rel for r in results if r.max_rel is not None), default=0.0)
     checked = sum(r.checked - r.kinks for r in results)
     kinks = sum(r.kinks for r in results)
     verdict = "PASS" if all(r.passed for r in results) else "FAIL"
-    note = (f"; {kinks} coordinates straddled a kink (ReLU or max pooling switching, |w| at 0) even at h/100 "
-            "and were left out") if kinks else ""
-    console.print(f"{verdict}: {checked} coordinates; largest relative error {worst:.2e} (tolerance {g.tolerance:g}) "
-                  f"where |gradient| ≥ {min_grad:.1g}; below that, absolute error ≤ {atol:.1g} (the rounding floor "
-                  f"of f/h){note}")
+    note = (
+        (
+            f"; {kinks} coordinates straddled a kink (ReLU or max pooling switching, |w| at 0) even at h/100 "
+            "and were left out"
+        )
+        if kinks
+        else ""
+    )
+    console.print(
+        f"{verdict}: {checked} coordinates; largest relative error {worst:.2e} (tolerance {g.tolerance:g}) "
+        f"where |gradient| ≥ {min_grad:.1g}; below that, absolute error ≤ {atol:.1g} (the rounding floor "
+        f"of f/h){note}"
+    )
     if math.isnan(worst):
         console.print("the loss is NaN at these weights")

@@ -103,8 +103,15 @@ def _say(line: str) -> None:
 
 
 def _to_log_file(message: str, exc_info: BaseException | None = None) -> None:
-    record = logging.LogRecord("dlcli", logging.ERROR, __file__, 0, message, None,
-                               (type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None)
+    record = logging.LogRecord(
+        "dlcli",
+        logging.ERROR,
+        __file__,
+        0,
+        message,
+        None,
+        (type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None,
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
@@ -204,15 +211,21 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
     instead = f"write elsewhere with another {option} (or leave it out)"
     if option == "hydra.sweep.dir":
         what = "a sweep" if (folder / "multirun.yaml").is_file() else "files"
-        return (f"{folder} already holds {what} ({held}), which a new sweep could overwrite: a sweep writes only "
-                f"into a new or empty folder; {instead}")
+        return (
+            f"{folder} already holds {what} ({held}), which a new sweep could overwrite: a sweep writes only "
+            f"into a new or empty folder; {instead}"
+        )
     if is_run:
         resume = ", or continue that run with trainer.resume=auto" if resumes else ""
-        return (f"{folder} already holds a run ({held}), which a new one would overwrite: a new run writes only "
-                f"into a new or empty folder; {instead}{resume}")
+        return (
+            f"{folder} already holds a run ({held}), which a new one would overwrite: a new run writes only "
+            f"into a new or empty folder; {instead}{resume}"
+        )
     resume = "; trainer.resume continues only a folder where dlcli train ran (it has .hydra/)" if continues else ""
-    return (f"{folder} is not empty (it holds {held}), and a new run could overwrite those files: a new run "
-            f"writes only into a new or empty folder; {instead}{resume}")
+    return (
+        f"{folder} is not empty (it holds {held}), and a new run could overwrite those files: a new run "
+        f"writes only into a new or empty folder; {instead}{resume}"
+    )
 
 
 def _continues(resume: str | None, folder: Path) -> bool:

@@ -24,15 +24,25 @@ def main(cfg: DictConfig) -> list:
 
 
 def predict(cfg: DictConfig) -> list[dict]:
-    for key, example in (("checkpoint", "checkpoint=outputs/<run>/checkpoints/best.pt"),
-                         ("inputs", "inputs=my_digits/ (an image, a folder of images, an .npy or a .csv)")):
+    for key, example in (
+        ("checkpoint", "checkpoint=outputs/<run>/checkpoints/best.pt"),
+        ("inputs", "inputs=my_digits/ (an image, a folder of images, an .npy or a .csv)"),
+    ):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise ConfigError(f"{key} is required: dlcli predict {example}")
     top_k, batch_size = cfg.top_k, cfg.trainer.eval_batch_size
-    require(isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1, "top_k", top_k,
-            "an integer >= 1: how many classes to list per input")
-    require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
-            "trainer.eval_batch_size", batch_size, "an integer >= 1")
+    require(
+        isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1,
+        "top_k",
+        top_k,
+        "an integer >= 1: how many classes to list per input",
+    )
+    require(
+        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+        "trainer.eval_batch_size",
+        batch_size,
+        "an integer >= 1",
+    )
     max_pixels = ImageFolderSettings.max_pixels if cfg.get("max_pixels") is None else cfg.max_pixels
     check_max_pixels(max_pixels, "max_pixels")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")  # before torch's import: a typo answers at once
@@ -53,17 +63,22 @@ def predict(cfg: DictConfig) -> list[dict]:
     classes = restored.classes
     k = min(top_k, len(classes))
     with torch.inference_mode():
-        probabilities = torch.cat([model(x[i:i + batch_size].to(device)).float().softmax(1).cpu()
-                                   for i in range(0, len(x), batch_size)])
+        probabilities = torch.cat(
+            [model(x[i : i + batch_size].to(device)).float().softmax(1).cpu() for i in range(0, len(x), batch_size)]
+        )
     top_p, top_i = probabilities.topk(k, dim=1)
-    rows = [{"input": name, "top": [(classes[i], p) for i, p in zip(ids.tolist(), ps.tolist())]}
-            for name, ids, ps in zip(names, top_i, top_p)]
+    rows = [
+        {"input": name, "top": [(classes[i], p) for i, p in zip(ids.tolist(), ps.tolist())]}
+        for name, ids, ps in zip(names, top_i, top_p)
+    ]
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["input", "class", "probability"]
-                    + [f"{what}_{r}" for r in range(2, k + 1) for what in ("class", "probability")])
+    writer.writerow(
+        ["input", "class", "probability"]
+        + [f"{what}_{r}" for r in range(2, k + 1) for what in ("class", "probability")]
+    )
     for row in rows:
         writer.writerow([row["input"]] + [v for name, p in row["top"] for v in (name, f"{p:.6f}")])
     write_atomic(run_dir / "predictions.csv", lambda f: f.write(buffer.getvalue()))

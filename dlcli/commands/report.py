@@ -46,11 +46,18 @@ class SweepSummary(Callback):
 
 def main(argv: list[str]) -> int:
     """`dlcli report PATH... [--out DIR] [--metric NAME]`."""
-    parser = argparse.ArgumentParser(prog="dlcli report", description="Summarize run and sweep folders: a table, "
-                                     "sweep.csv, sweep.json, a heatmap and the validation curves.")
+    parser = argparse.ArgumentParser(
+        prog="dlcli report",
+        description="Summarize run and sweep folders: a table, "
+        "sweep.csv, sweep.json, a heatmap and the validation curves.",
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="sweep folders (outputs/multirun/<date>/<time>) or runs")
-    parser.add_argument("--out", type=Path, help="where to write the files (default: the sweep folder when one is "
-                        "given, else outputs/report/<date>/<time>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the files (default: the sweep folder when one is "
+        "given, else outputs/report/<date>/<time>)",
+    )
     parser.add_argument("--metric", default="best_val_acc", choices=METRICS, help="sort by (default best_val_acc)")
     args = parser.parse_args(argv)
     out = args.out

@@ -74,13 +74,20 @@ def show_summary(cfg: DictConfig) -> list[LayerRow]:
     model = build_model(settings.model, shape, classes)
     rows = layer_table(model, shape)
     total_params, total_macs = count_parameters(model), sum(r.macs for r in rows)
-    table = Table(title=f"{short_name(settings.model)} for {short_name(settings.data)}: input {'x'.join(map(str, shape))}, "
-                        f"{classes} classes")
+    table = Table(
+        title=f"{short_name(settings.model)} for {short_name(settings.data)}: input {'x'.join(map(str, shape))}, "
+        f"{classes} classes"
+    )
     for column in ("layer", "type", "output shape", "parameters", "MACs / sample"):
         table.add_column(column, justify="right" if column in ("parameters", "MACs / sample") else "left")
     for r in rows:
-        table.add_row(r.name, r.kind, "x".join(map(str, r.output_shape)), f"{r.params:,}" if r.params else "",
-                      f"{r.macs:,}" if r.macs else "")
+        table.add_row(
+            r.name,
+            r.kind,
+            "x".join(map(str, r.output_shape)),
+            f"{r.params:,}" if r.params else "",
+            f"{r.macs:,}" if r.macs else "",
+        )
     table.add_section()
     table.add_row("total", "", "", f"{total_params:,}", f"{total_macs:,}")
     import sys

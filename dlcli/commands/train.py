@@ -53,8 +53,9 @@ def resume_command(run_dir: Path) -> str:
     """The command that continues this run after an interruption."""
     from dlcli.distributed import place
 
-    again = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.resume=",
-                                                                                       "hydra.run.dir=")))
+    again = " ".join(
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.resume=", "hydra.run.dir="))
+    )
     command = f"dlcli train {again} trainer.resume=auto hydra.run.dir={run_dir}".replace("  ", " ")
     return f"the same launcher command running {command}" if place() else command
 
@@ -102,8 +103,9 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     if world.size > 1:
         if device.type == "cuda":  # batch statistics over the global batch, as one process would take them
             model = network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                                            else None)
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
         torch.manual_seed(t.seed + world.rank)  # dropout: other draws in each process
     loss_fn = build_loss(settings.loss)
     optimizer = build_optimizer(settings.optimizer, model, device)
@@ -117,8 +119,9 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         if resume_state is None:
             (run_dir / "diagnostics.jsonl").unlink(missing_ok=True)
             (run_dir / "time_gradients.jsonl").unlink(missing_ok=True)
-        flow = GradientFlow(model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, penalty,
-                            run_dir / "diagnostics.jsonl")
+        flow = GradientFlow(
+            model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, penalty, run_dir / "diagnostics.jsonl"
+        )
     progress = Progress()
     if resume_state is not None:
         progress = Progress.saved(resume_state)
@@ -127,10 +130,20 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             # ModelCheckpoint does in a new dirpath, the best is the best epoch trained here (Trainer.fit)
             progress = dataclasses.replace(progress, best_epoch=0, best_value=None)
     trainer = Trainer(
-        model=torch.compile(network) if t.compile else network, data=data, loss_fn=loss_fn, penalty=penalty,
-        optimizer=optimizer, optimizer_target=target_of(settings.optimizer),
+        model=torch.compile(network) if t.compile else network,
+        data=data,
+        loss_fn=loss_fn,
+        penalty=penalty,
+        optimizer=optimizer,
+        optimizer_target=target_of(settings.optimizer),
         schedule=build_schedule(settings.scheduler, optimizer, t.epochs, steps_per_epoch),
-        settings=t, run_dir=run_dir, config=config, world=world, progress=progress, flow=flow, logger=logger,
+        settings=t,
+        run_dir=run_dir,
+        config=config,
+        world=world,
+        progress=progress,
+        flow=flow,
+        logger=logger,
         tracked=start_tracking(logger, settings.logger, run_dir, config, resume_state, progress.epoch),
     )
     if resume_state is not None:
@@ -138,9 +151,11 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         log.info(f"resumed from {resume_path} after epoch {progress.epoch}")
     params = count_parameters(model)
     processes = f", {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'})" if world.size > 1 else ""
-    log.info(f"{short_name(settings.model)} ({params:,} parameters) on {short_name(settings.data)}: "
-             f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
-             f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}){processes}, run dir {run_dir}")
+    log.info(
+        f"{short_name(settings.model)} ({params:,} parameters) on {short_name(settings.data)}: "
+        f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test samples, "
+        f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}){processes}, run dir {run_dir}"
+    )
 
     with finishing(logger):  # a failed or interrupted run is marked so in the tracker
         try:
@@ -150,10 +165,12 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         except RuntimeError as exc:
             if world.size > 1 and "finished reduction in the prior iteration" in str(exc):
                 unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
-                raise ConfigError(f"{short_name(settings.model)} has parameters that its forward pass does not use "
-                                  f"({', '.join(unused[:5]) or 'some'}); DistributedDataParallel needs a gradient for "
-                                  "every parameter: remove them, freeze them (requires_grad=False), or train in one "
-                                  "process (trainer.devices=1)") from None
+                raise ConfigError(
+                    f"{short_name(settings.model)} has parameters that its forward pass does not use "
+                    f"({', '.join(unused[:5]) or 'some'}); DistributedDataParallel needs a gradient for "
+                    "every parameter: remove them, freeze them (requires_grad=False), or train in one "
+                    "process (trainer.devices=1)"
+                ) from None
             raise
 
         world.barrier()  # rank 0 has written best.pt
@@ -169,9 +186,12 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             "best_val_acc": best_row["val_acc"],
             "best_val_loss": best_row["val_loss"],
             "epochs": progress.epoch,
-            "stopped": {"epoch": progress.epoch,
-                        "reason": f"early stopping: {progress.stop_reason}" if progress.stop_reason
-                        else f"completed trainer.epochs={t.epochs}"},
+            "stopped": {
+                "epoch": progress.epoch,
+                "reason": f"early stopping: {progress.stop_reason}"
+                if progress.stop_reason
+                else f"completed trainer.epochs={t.epochs}",
+            },
             "final_train_loss": progress.history[-1]["train_loss"],
             "params": params,
             "wall_seconds": round(time.perf_counter() - started, 3),
@@ -193,8 +213,10 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             if trainer.flow.time_rows:
                 gradient_through_time(trainer.flow.time_rows, run_dir / "gradient_through_time.png", title)
     logger.finish("ok", summary, [best_path, run_dir / "summary.json", *sorted(run_dir.glob("*.png"))])
-    log.info(f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
-             f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}")
+    log.info(
+        f"test loss {test['loss']:.4f} acc {test['acc']:.2%} (best epoch {progress.best_epoch}, "
+        f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}"
+    )
     return summary
 
 
@@ -202,11 +224,14 @@ def _check_world(t, world) -> None:
     from dlcli.errors import ConfigError
 
     if t.batch_size < world.size:
-        raise ConfigError(f"trainer.batch_size={t.batch_size} is smaller than the {world.size} processes, which "
-                          f"each take a share of every batch; use trainer.batch_size >= {world.size}")
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size} is smaller than the {world.size} processes, which "
+            f"each take a share of every batch; use trainer.batch_size >= {world.size}"
+        )
     if t.devices not in (1, world.local_size) and world.main:
-        log.warning(f"trainer.devices={t.devices} is ignored: the launcher started {world.local_size} processes "
-                    "on this machine")
+        log.warning(
+            f"trainer.devices={t.devices} is ignored: the launcher started {world.local_size} processes on this machine"
+        )
 
 
 def _resume_checkpoint(resume: str | None, run_dir: Path, load):

@@ -18,9 +18,21 @@ import importlib
 # module (builtin's path checks, before torch) does not import torch through this face
 _HOMES = {
     "Loaded": "dlcli.data.loaded",
-    **{name: "dlcli.data.bundle" for name in ("DataBundle", "Split", "batches_per_epoch", "crop_and_flip",
-                                               "data_shape", "eval_batches", "load_data", "sequence_shape",
-                                               "share", "train_batches")},
+    **{
+        name: "dlcli.data.bundle"
+        for name in (
+            "DataBundle",
+            "Split",
+            "batches_per_epoch",
+            "crop_and_flip",
+            "data_shape",
+            "eval_batches",
+            "load_data",
+            "sequence_shape",
+            "share",
+            "train_batches",
+        )
+    },
 }
 __all__ = sorted(_HOMES)
 

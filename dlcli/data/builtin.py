@@ -34,7 +34,10 @@ class ImageSet:
     hosts: tuple[str, ...]  # where torchvision downloads from: probed first, so no network fails at once
 
 
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_FILES = (
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
 
 # md5 of the uncompressed idx files (the .gz files torchvision downloads carry their own md5 check)
 KNOWN_MD5 = {
@@ -47,21 +50,38 @@ KNOWN_MD5 = {
     "FashionMNIST/raw/t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "FashionMNIST/raw/t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
-KNOWN_SIZE = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
-              "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}
+KNOWN_SIZE = {
+    "train-images-idx3-ubyte": 47_040_016,
+    "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016,
+    "t10k-labels-idx1-ubyte": 10_008,
+}
 
 IMAGE_SETS = {
-    "mnist": ImageSet("MNIST/raw", "MNIST", *_MNIST_FILES, tuple("0123456789"), (1, 28, 28),
-                      ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")),
+    "mnist": ImageSet(
+        "MNIST/raw",
+        "MNIST",
+        *_MNIST_FILES,
+        tuple("0123456789"),
+        (1, 28, 28),
+        ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
+    ),
     "fashion_mnist": ImageSet(
-        "FashionMNIST/raw", "FashionMNIST", *_MNIST_FILES,
+        "FashionMNIST/raw",
+        "FashionMNIST",
+        *_MNIST_FILES,
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        (1, 28, 28), ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
+        (1, 28, 28),
+        ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
     ),
     "cifar10": ImageSet(
-        "cifar-10-batches-py", "CIFAR10", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+        "cifar-10-batches-py",
+        "CIFAR10",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        (3, 32, 32), ("www.cs.toronto.edu",),
+        (3, 32, 32),
+        ("www.cs.toronto.edu",),
     ),
 }
 
@@ -88,11 +108,14 @@ def check_sources(name: str, root: str, download: bool) -> None:
     if not missing:
         _check_sizes(sources)
     elif not download:
-        raise DataError(f"{spec.torchvision_class} files in {where} missing: {', '.join(missing)} "
-                        f"(data.download=false); {_HINT}")
+        raise DataError(
+            f"{spec.torchvision_class} files in {where} missing: {', '.join(missing)} (data.download=false); {_HINT}"
+        )
     elif unreachable := _unreachable(spec.hosts):
-        raise DataError(f"{spec.torchvision_class} files missing in {where} ({', '.join(missing)}) and they cannot "
-                        f"be downloaded: {unreachable}; {_HINT}")
+        raise DataError(
+            f"{spec.torchvision_class} files missing in {where} ({', '.join(missing)}) and they cannot "
+            f"be downloaded: {unreachable}; {_HINT}"
+        )
 
 
 _HINT = "put the files there, or point data.root (or the DLCLI_DATA variable) at a folder that has them"
@@ -120,9 +143,11 @@ def _check_sizes(sources: list[Path]) -> None:
     for path in sources:
         expected = KNOWN_SIZE.get(path.name)
         if expected is not None and path.stat().st_size != expected:
-            raise DataError(f"{path} has {path.stat().st_size:,} bytes, expected {expected:,}: it is truncated or "
-                            "corrupted; delete it (with its .gz beside it, dlcli extracts it again; online, it is "
-                            "downloaded again) or replace it with an intact copy")
+            raise DataError(
+                f"{path} has {path.stat().st_size:,} bytes, expected {expected:,}: it is truncated or "
+                "corrupted; delete it (with its .gz beside it, dlcli extracts it again; online, it is "
+                "downloaded again) or replace it with an intact copy"
+            )
 
 
 def _check_checksums(root: Path, sources: list[Path]) -> None:
@@ -135,8 +160,10 @@ def _check_checksums(root: Path, sources: list[Path]) -> None:
                     md5.update(block)
             digest = md5.hexdigest()
             if digest != KNOWN_MD5[key]:
-                raise DataError(f"{path} fails its checksum (md5 {digest}, expected {KNOWN_MD5[key]}): the file is "
-                                "corrupted; delete it so it is extracted or downloaded again, or replace it")
+                raise DataError(
+                    f"{path} fails its checksum (md5 {digest}, expected {KNOWN_MD5[key]}): the file is "
+                    "corrupted; delete it so it is extracted or downloaded again, or replace it"
+                )
 
 
 def _fingerprint(sources: list[Path]) -> list[list[int]]:
@@ -154,14 +181,18 @@ def _decode(spec: ImageSet, root: Path, train: bool, sources: list[Path]):
     try:
         dataset = getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=train, download=False)
     except Exception as exc:  # torchvision's readers on damaged files
-        raise DataError(f"{spec.torchvision_class} files in {where} could not be read ({type(exc).__name__}: "
-                        f"{one_line(exc)}); replace them with intact copies, or delete them to download again") from None
+        raise DataError(
+            f"{spec.torchvision_class} files in {where} could not be read ({type(exc).__name__}: "
+            f"{one_line(exc)}); replace them with intact copies, or delete them to download again"
+        ) from None
     x = torch.as_tensor(dataset.data)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # MNIST [N,H,W]; CIFAR [N,H,W,C]
     y = torch.as_tensor(dataset.targets, dtype=torch.int64)
     if tuple(x.shape[1:]) != spec.shape or x.dtype != torch.uint8 or len(x) != len(y):
-        raise DataError(f"{where} holds images of shape {tuple(x.shape[1:])}, expected {spec.shape}; "
-                        "replace the files with the original ones")
+        raise DataError(
+            f"{where} holds images of shape {tuple(x.shape[1:])}, expected {spec.shape}; "
+            "replace the files with the original ones"
+        )
     return x.contiguous(), y
 
 

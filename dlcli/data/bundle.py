@@ -52,9 +52,15 @@ class DataBundle:
         """What a checkpoint keeps to turn new inputs into model inputs as training did, without the
         dataset: dlcli predict and dlcli export read it (dlcli.inputs)."""
         images = self.train.x.dtype == torch.uint8
-        return {"kind": "images" if images else "features", "shape": list(self.train.x.shape[1:]),
-                "mean": list(self.mean), "std": list(self.std), "sequence": self.sequence,
-                "classes": list(self.classes), "features": list(self.features) if self.features else None}
+        return {
+            "kind": "images" if images else "features",
+            "shape": list(self.train.x.shape[1:]),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "sequence": self.sequence,
+            "classes": list(self.classes),
+            "features": list(self.features) if self.features else None,
+        }
 
     @property
     def num_classes(self) -> int:
@@ -84,8 +90,10 @@ def load_tables(spec, seed: int) -> Loaded:
     try:
         loader = get_method(target)
     except Exception as exc:
-        raise ConfigError(f"data._target_={target} cannot be imported ({str(exc).splitlines()[0]}); name a function "
-                          "that returns dlcli.data.Loaded, in the folder you run dlcli from or on PYTHONPATH") from None
+        raise ConfigError(
+            f"data._target_={target} cannot be imported ({str(exc).splitlines()[0]}); name a function "
+            "that returns dlcli.data.Loaded, in the folder you run dlcli from or on PYTHONPATH"
+        ) from None
     if "seed" in inspect.signature(loader).parameters and "seed" not in kwargs:
         kwargs["seed"] = seed  # a data option that fixes its own seed (a test split's, say) keeps it
     try:
@@ -104,8 +112,10 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> Dat
     subset = getattr(spec, "subset", None)
     if subset is not None:
         if subset > len(train_y):  # a subset that is the whole set would cost the whole set's time unasked
-            raise ConfigError(f"data.subset={subset} is invalid: this training set has only {len(train_y):,} "
-                              f"samples; use data.subset={len(train_y)} or fewer, or null for all of them")
+            raise ConfigError(
+                f"data.subset={subset} is invalid: this training set has only {len(train_y):,} "
+                f"samples; use data.subset={len(train_y)} or fewer, or null for all of them"
+            )
         train_x, train_y = train_x[:subset], train_y[:subset]
     mean, std = torch.tensor(loaded.mean, dtype=torch.float32), torch.tensor(loaded.std, dtype=torch.float32)
     if train_x.dtype == torch.uint8:  # images: normalized per batch, on the device
@@ -169,8 +179,9 @@ def share(n: int, shard: tuple[int, int]) -> slice:
     return slice(n * rank // size, n * (rank + 1) // size)
 
 
-def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator, start: int = 0,
-                  shard: tuple[int, int] = (0, 1)):
+def train_batches(
+    data: DataBundle, batch_size: int, generator: torch.Generator, start: int = 0, shard: tuple[int, int] = (0, 1)
+):
     """Yield (inputs, labels, global batch size) for one shuffled epoch, from batch index `start` on.
 
     The epoch's order and augmentation draws come from `generator` up front and move to the
@@ -184,13 +195,13 @@ def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator,
         shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator).to(device)
         flips = (torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)).to(device)
     for b in range(start, batches_per_epoch(n, batch_size, shard[1])):
-        rows = order[b * batch_size:(b + 1) * batch_size]
+        rows = order[b * batch_size : (b + 1) * batch_size]
         mine = share(len(rows), shard)
         idx = rows[mine]
         x = split.x.index_select(0, idx)
         if data.augment:
             at = b * batch_size + mine.start
-            x = crop_and_flip(x, shifts[at:at + len(idx)], flips[at:at + len(idx)], data.crop_padding)
+            x = crop_and_flip(x, shifts[at : at + len(idx)], flips[at : at + len(idx)], data.crop_padding)
         yield data.inputs(x), split.y.index_select(0, idx), len(rows)
 
 

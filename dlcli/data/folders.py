@@ -38,9 +38,14 @@ GRAY_MODES = ("1", "L", "LA", "La", "I", "F")
 _LAYOUT = "one sub-folder per class (root/cat/1.png), or train/ and test/ sub-folders each laid out so"
 
 
-def load_image_folder(root: str | Path, channels: int | None = None, image_size: int | Sequence[int] | None = None,
-                      test_fraction: float = 0.2, seed: int = 0, max_pixels: int = ImageFolderSettings.max_pixels
-                      ) -> Loaded:
+def load_image_folder(
+    root: str | Path,
+    channels: int | None = None,
+    image_size: int | Sequence[int] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_pixels: int = ImageFolderSettings.max_pixels,
+) -> Loaded:
     """Images as uint8 [N, C, H, W] (C = `channels`, H×W = `image_size`), labels by class folder,
     mean/std per channel in [0, 1] units from the training split."""
     check_fraction(test_fraction)
@@ -59,8 +64,11 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     fingerprint = _fingerprint(root, files, classes, n_train, channels, size)
     cache = cache_file(root.resolve().parent, _cache_name(root, channels, size))
     cached = read_cache(cache, fingerprint)
-    x, y = cached if cached is not None else (_decode_all(files, channels, size, max_pixels, "data.max_pixels"),
-                                                 torch.tensor(labels))
+    x, y = (
+        cached
+        if cached is not None
+        else (_decode_all(files, channels, size, max_pixels, "data.max_pixels"), torch.tensor(labels))
+    )
     if test_dir is None:
         train_x, train_y, test_x, test_y = hold_out(x, y, test_fraction, seed, str(train_dir))
     else:
@@ -90,15 +98,22 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
 def _check_options(channels, image_size) -> tuple[int, int] | None:
     """The image size as (H, W), or None to infer it; channels must be 1, 3 or None."""
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise ConfigError(f"data.channels={channels!r} is invalid: 1 (grayscale), 3 (RGB), or null to take the "
-                          "first image's")
+        raise ConfigError(
+            f"data.channels={channels!r} is invalid: 1 (grayscale), 3 (RGB), or null to take the first image's"
+        )
     if image_size is None:
         return None
     size = [image_size, image_size] if isinstance(image_size, int) else image_size
-    if not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2 or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 4096 for s in size):
-        raise ConfigError(f"data.image_size={image_size!r} is invalid: pixels per side in [1, 4096] (an int for "
-                          "square images, or [height, width]), or null to take the first image's size")
+    if (
+        not isinstance(size, Sequence)
+        or isinstance(size, str)
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 4096 for s in size)
+    ):
+        raise ConfigError(
+            f"data.image_size={image_size!r} is invalid: pixels per side in [1, 4096] (an int for "
+            "square images, or [height, width]), or null to take the first image's size"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -114,8 +129,10 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
     if train.is_dir():
         return train, test if test.is_dir() else None
     if test.is_dir():
-        raise DataError(f"{root} has test/ but no train/: put the training images in {train}, one sub-folder per "
-                        "class, or move the class folders out of test/ to hold out a test fraction instead")
+        raise DataError(
+            f"{root} has test/ but no train/: put the training images in {train}, one sub-folder per "
+            "class, or move the class folders out of test/ to hold out a test fraction instead"
+        )
     return root, None
 
 
@@ -132,11 +149,14 @@ def _scan(folder: Path, scan: Scan, min_classes: int = 2) -> tuple[tuple[str, ..
     if not classes:
         images = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         found = f"its {len(images)} image(s) lie directly in it" if images else "it is empty"
-        raise DataError(f"{folder} has no class folders ({found}): expected {_LAYOUT}; move each class's images "
-                        "into a sub-folder named after the class")
+        raise DataError(
+            f"{folder} has no class folders ({found}): expected {_LAYOUT}; move each class's images "
+            "into a sub-folder named after the class"
+        )
     if len(classes) < min_classes:
-        raise DataError(f"{folder} has one class folder only ({classes[0]}): a classifier needs at least two; "
-                        f"expected {_LAYOUT}")
+        raise DataError(
+            f"{folder} has one class folder only ({classes[0]}): a classifier needs at least two; expected {_LAYOUT}"
+        )
     files, labels = [], []
     for index, name in enumerate(classes):
         images = _images_in(folder / name, scan)
@@ -150,8 +170,9 @@ def _images_in(folder: Path, scan: Scan) -> list[Path]:
     each real file once, and only regular files (see dlcli.data.scan)."""
     found = scan.files_under(folder)
     if not found:
-        raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some, or "
-                        "remove the folder")
+        raise DataError(
+            f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some, or remove the folder"
+        )
     return sorted(found)
 
 
@@ -162,10 +183,14 @@ def _visible(name: str) -> bool:
 def _same_classes(train: tuple[str, ...], test: tuple[str, ...], train_dir: Path, test_dir: Path) -> None:
     missing, extra = sorted(set(train) - set(test)), sorted(set(test) - set(train))
     if missing or extra:
-        parts = [f"test/ lacks {', '.join(missing)}" if missing else "",
-                 f"test/ has {', '.join(extra)}, which train/ lacks" if extra else ""]
-        raise DataError(f"the class folders of {train_dir} and {test_dir} differ: {'; '.join(p for p in parts if p)}; "
-                        "give both the same class folders (test/ needs at least one image per class)")
+        parts = [
+            f"test/ lacks {', '.join(missing)}" if missing else "",
+            f"test/ has {', '.join(extra)}, which train/ lacks" if extra else "",
+        ]
+        raise DataError(
+            f"the class folders of {train_dir} and {test_dir} differ: {'; '.join(p for p in parts if p)}; "
+            "give both the same class folders (test/ needs at least one image per class)"
+        )
 
 
 # --- the cache ----------------------------------------------------------------------------
@@ -179,11 +204,22 @@ def _cache_name(root: Path, channels: int | None, size: tuple[int, int] | None) 
     return f"folder-{stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
 
 
-def _fingerprint(root: Path, files: list[Path], classes: tuple[str, ...], n_train: int, channels: int | None,
-                 size: tuple[int, int] | None) -> list[list]:
+def _fingerprint(
+    root: Path,
+    files: list[Path],
+    classes: tuple[str, ...],
+    n_train: int,
+    channels: int | None,
+    size: tuple[int, int] | None,
+) -> list[list]:
     """What the cached tensors were made from: options, classes, split and every file's path, size and mtime."""
-    head = [["image_folder", 1], ["channels", channels or 0], ["size", *(size or ())], ["classes", *classes],
-            ["n_train", n_train]]
+    head = [
+        ["image_folder", 1],
+        ["channels", channels or 0],
+        ["size", *(size or ())],
+        ["classes", *classes],
+        ["n_train", n_train],
+    ]
     stats = [os.stat(p) for p in files]
     return head + [[p.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns] for p, s in zip(files, stats)]
 
@@ -191,8 +227,9 @@ def _fingerprint(root: Path, files: list[Path], classes: tuple[str, ...], n_trai
 # --- decoding -----------------------------------------------------------------------------
 
 
-def _decode_all(files: list[Path], channels: int | None, size: tuple[int, int] | None, max_pixels: int,
-                key: str) -> torch.Tensor:
+def _decode_all(
+    files: list[Path], channels: int | None, size: tuple[int, int] | None, max_pixels: int, key: str
+) -> torch.Tensor:
     """All images as one uint8 tensor [N, C, H, W]; unset channels and size come from the first image.
     An image of more than `max_pixels` pixels (says its header) is refused before it is decoded."""
     if channels is None or size is None:
@@ -231,10 +268,12 @@ def _opened(path: Path, max_pixels: int, key: str):
         with open_regular(path) as f, Image.open(f) as image:
             pixels = image.width * image.height
             if pixels > max_pixels:
-                raise DataError(f"{path} is {image.width}×{image.height} pixels ({pixels / 1e6:.1f} megapixels), "
-                                f"more than {key}={max_pixels:,} allows (decoding it would take "
-                                f"{_size(pixels * len(image.getbands()))} of memory): shrink it, remove it, or "
-                                f"raise the cap with {key}=N")
+                raise DataError(
+                    f"{path} is {image.width}×{image.height} pixels ({pixels / 1e6:.1f} megapixels), "
+                    f"more than {key}={max_pixels:,} allows (decoding it would take "
+                    f"{_size(pixels * len(image.getbands()))} of memory): shrink it, remove it, or "
+                    f"raise the cap with {key}=N"
+                )
             yield image
     except DataError:
         raise
@@ -243,7 +282,7 @@ def _opened(path: Path, max_pixels: int, key: str):
 
 
 def _size(n_bytes: int) -> str:
-    return f"{n_bytes / 2 ** 30:.1f} GiB" if n_bytes >= 2 ** 30 else f"{n_bytes / 2 ** 20:.0f} MiB"
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def _decode_file(path: Path, channels: int, size: tuple[int, int], max_pixels: int, key: str) -> torch.Tensor:
@@ -263,8 +302,10 @@ def _convert(image, channels: int, path: Path):
     from PIL import Image
 
     if image.mode == "F":
-        raise DataError(f"{path} holds floating-point pixels (PIL mode F), whose range is unknown: save it "
-                        "as an 8- or 16-bit image (PNG, TIFF)")
+        raise DataError(
+            f"{path} holds floating-point pixels (PIL mode F), whose range is unknown: save it "
+            "as an 8- or 16-bit image (PNG, TIFF)"
+        )
     if image.mode.startswith("I"):  # 16- or 32-bit gray: PIL's convert clips at 255, so scale to 8 bits instead
         image = Image.fromarray((np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8))
     elif image.mode in ("P", "PA"):  # a palette with transparency converts without PIL's warning through RGBA
@@ -276,7 +317,11 @@ def _unreadable(path: Path, exc: BaseException) -> DataError:
     from PIL import UnidentifiedImageError
 
     # PIL's message for an unknown format repeats the path
-    reason = ("no image format PIL knows" if isinstance(exc, UnidentifiedImageError)
-              else f"{type(exc).__name__}: {one_line(exc)}")
-    return DataError(f"{path} could not be read as an image ({reason}): it is damaged or not an image; replace it "
-                     "or delete it")
+    reason = (
+        "no image format PIL knows"
+        if isinstance(exc, UnidentifiedImageError)
+        else f"{type(exc).__name__}: {one_line(exc)}"
+    )
+    return DataError(
+        f"{path} could not be read as an image ({reason}): it is damaged or not an image; replace it or delete it"
+    )

@@ -39,8 +39,10 @@ class Skipped:
         if not self.reasons:
             return
         n = sum(len(names) for names in self.reasons.values())
-        parts = [f"{reason} ({len(names)}): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
-                 for reason, names in self.reasons.items()]
+        parts = [
+            f"{reason} ({len(names)}): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+            for reason, names in self.reasons.items()
+        ]
         log.warning(f"{where}: skipped {n} entr{'y' if n == 1 else 'ies'}: {'; '.join(parts)}")
 
 

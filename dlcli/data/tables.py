@@ -27,8 +27,9 @@ from dlcli.files import check_regular
 _NPZ_HINT = "save it with np.savez(path, x=features, y=labels) (optionally x_test=..., y_test=...)"
 
 
-def load_csv(path: str | Path, label: str, test_fraction: float = 0.2, seed: int = 0,
-             test_path: str | Path | None = None) -> Loaded:
+def load_csv(
+    path: str | Path, label: str, test_fraction: float = 0.2, seed: int = 0, test_path: str | Path | None = None
+) -> Loaded:
     """A CSV table: the column named `label` holds the classes (names or integers), every other
     column is a numeric feature. Without `test_path`, a seeded stratified `test_fraction` of the rows
     is the test split; with it, that file (same columns, any order) is."""
@@ -44,8 +45,10 @@ def load_csv(path: str | Path, label: str, test_fraction: float = 0.2, seed: int
         return _loaded(*hold_out(x, y, test_fraction, seed, str(path)), classes, names)
     test_names, test_x, raw_test_y = _read_table(Path(test_path).expanduser(), label)
     if set(test_names) != set(names):
-        raise DataError(f"{test_path} has other feature columns than {path}: {_difference(names, test_names)}; "
-                        "give both files the same columns (their order may differ)")
+        raise DataError(
+            f"{test_path} has other feature columns than {path}: {_difference(names, test_names)}; "
+            "give both files the same columns (their order may differ)"
+        )
     test_x = test_x[:, [test_names.index(n) for n in names]]  # the training file's column order
     y, test_y, classes = encode_labels(raw_y, raw_test_y, f"column {label!r} of {path}", f"{test_path}")
     return _loaded(x, y, test_x, test_y, classes, names)
@@ -69,8 +72,10 @@ def load_arrays(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> 
     test_x, raw_test_y = _features(arrays, "x_test", where), _labels(arrays, "y_test", where)
     _same_length(test_x, raw_test_y, "x_test", "y_test", where)
     if test_x.shape[1] != x.shape[1]:
-        raise DataError(f"x_test in {where} has {test_x.shape[1]} features, x has {x.shape[1]}: the test rows "
-                        "need the same features as the training rows; " + _NPZ_HINT)
+        raise DataError(
+            f"x_test in {where} has {test_x.shape[1]} features, x has {x.shape[1]}: the test rows "
+            "need the same features as the training rows; " + _NPZ_HINT
+        )
     y, test_y, classes = encode_labels(raw_y, raw_test_y, f"y in {where}", f"y_test in {where}")
     return _loaded(x, y, test_x, test_y, classes)
 
@@ -80,8 +85,10 @@ def load_arrays(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> 
 
 def check_fraction(test_fraction: float) -> None:
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ConfigError(f"data.test_fraction={test_fraction!r} is invalid: a fraction in (0, 1) of the training "
-                          "data to hold out as the test split when the data has no test split of its own")
+        raise ConfigError(
+            f"data.test_fraction={test_fraction!r} is invalid: a fraction in (0, 1) of the training "
+            "data to hold out as the test split when the data has no test split of its own"
+        )
 
 
 def split_test(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,33 +107,41 @@ def split_test(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tenso
     return (~test).nonzero().squeeze(1), test.nonzero().squeeze(1)  # a mask keeps the file order, no sort needed
 
 
-def hold_out(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int,
-             where: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def hold_out(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train_x, train_y, test_x, test_y): a seeded stratified test split carved out of (x, y)."""
     train, test = split_test(y, fraction, seed)
     if len(test) == 0:
-        raise DataError(f"{where} has only one sample per class ({len(y)} in all): none can be set aside as the "
-                        "test split; add samples, or give a test split of its own")
+        raise DataError(
+            f"{where} has only one sample per class ({len(y)} in all): none can be set aside as the "
+            "test split; add samples, or give a test split of its own"
+        )
     return x[train], y[train], x[test], y[test]
 
 
-def encode_labels(train: np.ndarray, test: np.ndarray | None, where: str,
-                  test_where: str = "") -> tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...]]:
+def encode_labels(
+    train: np.ndarray, test: np.ndarray | None, where: str, test_where: str = ""
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...]]:
     """Class indices of the training labels (and of the test labels), and the class names: the
     sorted distinct training labels, numerically when every label is a whole number."""
     train, test = _common_kind(train, test)
     values, y = np.unique(train, return_inverse=True)
     if len(values) < 2:
-        raise DataError(f"{where} holds one class only ({values[0]!s}): a classifier needs at least two; "
-                        "check that the right column or file was chosen")
+        raise DataError(
+            f"{where} holds one class only ({values[0]!s}): a classifier needs at least two; "
+            "check that the right column or file was chosen"
+        )
     classes = tuple(str(v) for v in values)
     if test is None:
         return torch.from_numpy(y.astype(np.int64)), None, classes
     pos = np.searchsorted(values, test).clip(max=len(values) - 1)
     unseen = np.unique(test[values[pos] != test])
     if unseen.size:
-        raise DataError(f"{test_where} has labels the training data lacks: {_some(unseen)} (training classes: "
-                        f"{_some(values)}); a model cannot learn a class it never sees: fix or drop those rows")
+        raise DataError(
+            f"{test_where} has labels the training data lacks: {_some(unseen)} (training classes: "
+            f"{_some(values)}); a model cannot learn a class it never sees: fix or drop those rows"
+        )
     return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(pos.astype(np.int64)), classes
 
 
@@ -151,8 +166,14 @@ def _whole_numbers(labels: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def _loaded(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-            classes: tuple[str, ...], features: list[str] | None = None) -> Loaded:
+def _loaded(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    classes: tuple[str, ...],
+    features: list[str] | None = None,
+) -> Loaded:
     mean, std = feature_stats(train_x)
     return Loaded(train_x, train_y, test_x, test_y, classes, mean, std, tuple(features) if features else None)
 
@@ -173,8 +194,9 @@ def _some(values, limit: int = 10) -> str:
 def _difference(expected: list[str], got: list[str]) -> str:
     missing = [n for n in expected if n not in got]
     extra = [n for n in got if n not in expected]
-    return "; ".join(part for part in (missing and f"missing {_some(missing)}", extra and f"extra {_some(extra)}")
-                     if part)
+    return "; ".join(
+        part for part in (missing and f"missing {_some(missing)}", extra and f"extra {_some(extra)}") if part
+    )
 
 
 # --- CSV ----------------------------------------------------------------------------------
@@ -186,11 +208,15 @@ def _read_table(path: Path, label: str) -> tuple[list[str], torch.Tensor, np.nda
     header = [name.strip() for name in rows[0]]
     duplicates = sorted(n for n, count in Counter(header).items() if count > 1)
     if duplicates:
-        raise DataError(f"{path} has the column name {_some(duplicates)} more than once; give every column "
-                        "of the header row its own name")
+        raise DataError(
+            f"{path} has the column name {_some(duplicates)} more than once; give every column "
+            "of the header row its own name"
+        )
     if label not in header:
-        raise DataError(f"{path} has no column {label!r} (columns: {_some(header, 20)}); name the label column "
-                        "with data.label=COLUMN, spelled as in the header row")
+        raise DataError(
+            f"{path} has no column {label!r} (columns: {_some(header, 20)}); name the label column "
+            "with data.label=COLUMN, spelled as in the header row"
+        )
     body = rows[1:]
     if not body:
         raise DataError(f"{path} has a header row but no data rows; add the data, one row per sample")
@@ -198,9 +224,11 @@ def _read_table(path: Path, label: str) -> tuple[list[str], torch.Tensor, np.nda
     ragged = np.flatnonzero(lengths != len(header))
     if ragged.size:
         k = int(ragged[0])
-        raise DataError(f"{path} line {_line_of(path, delimiter, k)} has {lengths[k]} fields, the header has "
-                        f"{len(header)}: every row needs one value per column (quote values that contain "
-                        f"{delimiter!r})")
+        raise DataError(
+            f"{path} line {_line_of(path, delimiter, k)} has {lengths[k]} fields, the header has "
+            f"{len(header)}: every row needs one value per column (quote values that contain "
+            f"{delimiter!r})"
+        )
     label_at = header.index(label)
     names = [n for i, n in enumerate(header) if i != label_at]
     if not names:
@@ -211,8 +239,10 @@ def _read_table(path: Path, label: str) -> tuple[list[str], torch.Tensor, np.nda
     if empty.size:
         k = int(empty[0])
         shown = f" (only {str(labels[k])!r}, which marks a missing value)" if labels[k] else ""
-        raise DataError(f"{path} line {_line_of(path, delimiter, k)} has no label in column {label!r}{shown}: "
-                        "every row needs one; fill it in or drop the row")
+        raise DataError(
+            f"{path} line {_line_of(path, delimiter, k)} has no label in column {label!r}{shown}: "
+            "every row needs one; fill it in or drop the row"
+        )
     columns = [_numbers(path, delimiter, body, i, header[i]) for i in range(len(header)) if i != label_at]
     return names, torch.from_numpy(np.stack(columns, axis=1)), labels
 
@@ -248,16 +278,20 @@ def _numbers(path: Path, delimiter: str, body: list[list[str]], column: int, nam
         where = f"{path} line {_line_of(path, delimiter, k)}, column {name!r}"
         if not cell:
             raise DataError(f"{where} is empty: every feature needs a value; fill it in or drop the row") from None
-        raise DataError(f"{where}: {cell!r} is not a number; every column but the label must be numeric: "
-                        "encode it as numbers or drop the column") from None
+        raise DataError(
+            f"{where}: {cell!r} is not a number; every column but the label must be numeric: "
+            "encode it as numbers or drop the column"
+        ) from None
     with np.errstate(over="ignore"):  # through float64: a value beyond float32's range becomes inf, caught below
         values = values.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         k = int(bad[0])
-        raise DataError(f"{path} line {_line_of(path, delimiter, k)}, column {name!r}: {body[k][column].strip()!r} "
-                        "is not a finite number (NaN or infinite, or beyond float32's range): fill in a real value "
-                        "or drop the row")
+        raise DataError(
+            f"{path} line {_line_of(path, delimiter, k)}, column {name!r}: {body[k][column].strip()!r} "
+            "is not a finite number (NaN or infinite, or beyond float32's range): fill in a real value "
+            "or drop the row"
+        )
     return values
 
 
@@ -300,16 +334,21 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise
     except ValueError as exc:
         if "Object arrays" not in str(exc):  # numpy took a file that is neither zip nor .npy for a pickle
-            raise DataError(f"{path} is not a readable .npz file (neither a zip of arrays nor .npy); {_NPZ_HINT}"
-                            ) from None
-        raise DataError(f"{path} holds arrays of Python objects, which dlcli does not unpickle: x must hold numbers "
-                        f"and y numbers or strings; {_NPZ_HINT}") from None
+            raise DataError(
+                f"{path} is not a readable .npz file (neither a zip of arrays nor .npy); {_NPZ_HINT}"
+            ) from None
+        raise DataError(
+            f"{path} holds arrays of Python objects, which dlcli does not unpickle: x must hold numbers "
+            f"and y numbers or strings; {_NPZ_HINT}"
+        ) from None
     except Exception as exc:  # not a zip file, truncated, ...
         raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc}); {_NPZ_HINT}") from None
     missing = [n for n in ("x", "y") if n not in arrays]
     if missing:
-        raise DataError(f"{path} has no array {' or '.join(missing)} (arrays: {_some(sorted(arrays)) or 'none'}): "
-                        f"expected x [N, F] and y [N]; {_NPZ_HINT}")
+        raise DataError(
+            f"{path} has no array {' or '.join(missing)} (arrays: {_some(sorted(arrays)) or 'none'}): "
+            f"expected x [N, F] and y [N]; {_NPZ_HINT}"
+        )
     for a, b in (("x_test", "y_test"), ("y_test", "x_test")):
         if a in arrays and b not in arrays:
             raise DataError(f"{path} has {a} but no {b}: give both, or neither to hold out a test fraction of x")
@@ -319,31 +358,42 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _features(arrays: dict[str, np.ndarray], name: str, path: Path) -> torch.Tensor:
     x = arrays[name]
     if x.dtype.kind not in "biuf":
-        raise DataError(f"{name} in {path} has dtype {x.dtype}: features must be numbers (bool, int or float); "
-                        "encode text as numbers first")
+        raise DataError(
+            f"{name} in {path} has dtype {x.dtype}: features must be numbers (bool, int or float); "
+            "encode text as numbers first"
+        )
     if x.ndim != 2 or len(x) == 0 or x.shape[1] == 0:
-        hint = ("for one feature save x.reshape(-1, 1)" if x.ndim == 1 else
-                "flatten each sample yourself with x.reshape(len(x), -1), or save images as an image folder "
-                "(data=image_folder)")
+        hint = (
+            "for one feature save x.reshape(-1, 1)"
+            if x.ndim == 1
+            else "flatten each sample yourself with x.reshape(len(x), -1), or save images as an image folder "
+            "(data=image_folder)"
+        )
         raise DataError(f"{name} in {path} has shape {x.shape}: expected features [N, F] with N, F > 0; {hint}")
     with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, caught below
         x = x.astype(np.float32)
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         row, col = bad[0]
-        raise DataError(f"{name} in {path} holds {x[row, col]} at row {row}, feature {col} ({len(bad)} non-finite "
-                        "in all): features must be finite numbers; fill in or drop those rows before saving")
+        raise DataError(
+            f"{name} in {path} holds {x[row, col]} at row {row}, feature {col} ({len(bad)} non-finite "
+            "in all): features must be finite numbers; fill in or drop those rows before saving"
+        )
     return torch.from_numpy(x)
 
 
 def _labels(arrays: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
     y = arrays[name]
     if y.ndim != 1:
-        raise DataError(f"{name} in {path} has shape {y.shape}: expected one label per row [N] "
-                        "(e.g. save y.reshape(-1), or y.argmax(1) for one-hot labels)")
+        raise DataError(
+            f"{name} in {path} has shape {y.shape}: expected one label per row [N] "
+            "(e.g. save y.reshape(-1), or y.argmax(1) for one-hot labels)"
+        )
     if y.dtype.kind not in "biuUS" and not (y.dtype.kind == "f" and _whole_numbers(y) is not None):
-        raise DataError(f"{name} in {path} has dtype {y.dtype} with values that are not class ids: labels must be "
-                        "whole numbers or strings (class names)")
+        raise DataError(
+            f"{name} in {path} has dtype {y.dtype} with values that are not class ids: labels must be "
+            "whole numbers or strings (class names)"
+        )
     return y
 
 

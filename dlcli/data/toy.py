@@ -16,7 +16,9 @@ def load_toy(name: str, n_samples: int, noise: float, classes: int | None, seed:
     return Loaded(train_x, train_y, test_x, test_y, tuple(str(c) for c in range(k)), [0.0, 0.0], [1.0, 1.0])
 
 
-def make_toy(name: str, n: int, noise: float, classes: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def make_toy(
+    name: str, n: int, noise: float, classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (points float32 [n, 2], labels int64 [n]) with balanced classes."""
     y = torch.arange(n) % classes
     u = torch.rand(n, generator=generator)
