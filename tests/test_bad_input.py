@@ -68,6 +68,7 @@ def test_invalid_value_is_one_line_naming_key_value_and_rule(dlcli, tmp_path, ke
     assert snapshot(tmp_path) == keepsake
 
 
+@pytest.mark.slow
 def test_missing_dataset_without_download_says_where_and_how(dlcli, tmp_path, keepsake):
     proc = dlcli("train", "data=mnist", f"data.root={tmp_path / 'nowhere'}", "data.download=false")
     assert_one_line_error(proc, str(tmp_path / "nowhere" / "MNIST" / "raw"), "train-images-idx3-ubyte", "data.root")
@@ -84,6 +85,7 @@ def test_eval_without_a_checkpoint(dlcli):
     assert_one_line_error(dlcli("eval"), "checkpoint is required")
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint(dlcli, tmp_path, keepsake):
     bad = tmp_path / "outputs" / "earlier" / "best.pt"
     bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
@@ -108,10 +110,12 @@ def test_resume_from_a_missing_checkpoint(dlcli, tmp_path, keepsake):
     assert snapshot(tmp_path) == keepsake
 
 
+@pytest.mark.slow
 def test_a_cnn_on_2d_points_is_refused(dlcli):
     assert_one_line_error(dlcli("train", "model=lenet", "data=toy"), "LeNet5 needs images", "use model=mlp")
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(dlcli, tmp_path):
     # one-cycle starts at lr/25, which ELU layers survive for a few epochs; lr itself blows them up
     run = [

@@ -109,6 +109,7 @@ def test_there_are_at_least_thirty_cases():
     assert len(CASES) >= 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(dlcli, workdir, args, needle):
     before = snapshot(workdir)
@@ -116,6 +117,7 @@ def test_bad_input_is_one_line_and_changes_nothing(dlcli, workdir, args, needle)
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_what_was_there(dlcli, workdir, cache_dir):
     """RLIMIT_FSIZE makes every write past 200 kB fail as a full disk would (Python ignores SIGXFSZ)."""
     before = snapshot(workdir)
@@ -148,6 +150,7 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(dlcli, tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "evil.pt"
@@ -160,12 +163,14 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(dlcli, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint_is_one_line(dlcli, tmp_path, toy_checkpoint):
     cut = tmp_path / "cut.pt"
     cut.write_bytes(toy_checkpoint.read_bytes()[:5000])
     assert_one_line_error(dlcli("eval", f"checkpoint={cut}"), "is damaged or not a checkpoint")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_architecture_or_class_count_is_one_line(dlcli, toy_checkpoint):
     proc = dlcli("train", *FAST_TOY, "model.width=16", f"trainer.resume={toy_checkpoint}")
     assert_one_line_error(proc, "does not fit this model", "size mismatch")
@@ -173,6 +178,7 @@ def test_a_checkpoint_of_another_architecture_or_class_count_is_one_line(dlcli, 
     assert_one_line_error(proc, "does not fit this model")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_a_newer_dlcli_is_one_line(dlcli, tmp_path, toy_checkpoint):
     state = torch.load(toy_checkpoint, weights_only=True)
     state["format"], state["dlcli_version"] = 99, "9.0.0"
@@ -181,6 +187,7 @@ def test_a_checkpoint_from_a_newer_dlcli_is_one_line(dlcli, tmp_path, toy_checkp
     assert_one_line_error(dlcli("eval", f"checkpoint={newer}"), "written by dlcli 9.0.0", "upgrade dlcli")
 
 
+@pytest.mark.slow
 def test_a_format_2_checkpoint_is_refused_by_eval_and_resume(dlcli, tmp_path, toy_checkpoint):
     """Format 2 held dlcli's own optimizers and configs without _target_: neither can be rebuilt."""
     state = torch.load(toy_checkpoint, weights_only=True)
@@ -193,6 +200,7 @@ def test_a_format_2_checkpoint_is_refused_by_eval_and_resume(dlcli, tmp_path, to
     assert old.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resuming_with_another_optimizer_or_schedule_is_one_line(dlcli, toy_checkpoint):
     proc = dlcli("train", *FAST_TOY, "optimizer=sgd", f"trainer.resume={toy_checkpoint}")
     assert_one_line_error(proc, "optimizer is torch.optim.AdamW, not this run's torch.optim.SGD")

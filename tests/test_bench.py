@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_bench_tiny_writes_every_number(tmp_path, cache_dir):
     out = tmp_path / "bench.json"
     env = {"DLCLI_CACHE": str(cache_dir), "PATH": "/usr/bin:/bin"}

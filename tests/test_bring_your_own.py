@@ -39,6 +39,7 @@ def train_and_eval(dlcli, cwd, *args, allow=()):
     return summary, report
 
 
+@pytest.mark.slow
 def test_a_model_class_in_the_users_own_file(dlcli, tmp_path):
     (tmp_path / "my_nets.py").write_text(MY_NETS)
     summary, report = train_and_eval(
@@ -60,6 +61,7 @@ def test_a_model_class_in_the_users_own_file(dlcli, tmp_path):
     assert_one_line_error(proc, "was refused", "model._target_='my_nets.Net'", "allow=[my_nets]")
 
 
+@pytest.mark.slow
 def test_a_model_class_that_does_not_fit_is_one_line(dlcli, tmp_path):
     (tmp_path / "my_nets.py").write_text(MY_NETS)
     proc = dlcli("train", *TOY, "model=custom", "model._target_=my_nets.Net", cwd=tmp_path)
@@ -86,6 +88,7 @@ def write_images(root, sizes_and_modes):
                 image.convert(mode).save(folder / f"{i}.{'jpg' if mode == 'RGB' and i % 2 else 'png'}")
 
 
+@pytest.mark.slow
 def test_an_image_folder_of_mixed_sizes_and_modes(dlcli, tmp_path):
     write_images(tmp_path / "pictures", [(20, "L"), (32, "RGB"), (24, "RGBA"), (28, "P")])
     summary, report = train_and_eval(
@@ -103,6 +106,7 @@ def test_an_image_folder_of_mixed_sizes_and_modes(dlcli, tmp_path):
     assert summary["test_acc"] >= 0.9
 
 
+@pytest.mark.slow
 def test_a_csv_table_with_string_labels(dlcli, tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 3, generator=g)
@@ -123,6 +127,7 @@ def test_a_csv_table_with_string_labels(dlcli, tmp_path):
     assert report["classes"] == ["cat", "dog"] and summary["test_acc"] >= 0.9
 
 
+@pytest.mark.slow
 def test_any_torch_optimizer_and_its_state_in_the_checkpoint(dlcli, tmp_path):
     proc = dlcli("train", *FAST_TOY, "optimizer._target_=torch.optim.NAdam", *QUIET)
     assert proc.returncode == 0, proc.stderr
@@ -156,6 +161,7 @@ CRAFTED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group,section,needle", CRAFTED, ids=[s["_target_"] for _, s, _ in CRAFTED])
 def test_a_checkpoint_whose_config_builds_anything_else_runs_nothing(
     dlcli, tmp_path, toy_checkpoint, group, section, needle

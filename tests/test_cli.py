@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from dlcli.cli import main
 
 
@@ -26,6 +28,7 @@ def test_help_does_not_import_torch():
     assert out.strip().splitlines()[-1] == "False False"
 
 
+@pytest.mark.slow
 def test_train_help_lists_config_groups(dlcli):
     proc = dlcli("train", "--help")
     assert proc.returncode == 0, proc.stderr
@@ -50,6 +53,7 @@ def test_config_dir_adds_a_users_own_option(dlcli, tmp_path):
     assert "dropout: 0.2" in proc.stdout  # what the file leaves out is the built-in mlp's
 
 
+@pytest.mark.slow
 def test_eval_help_lists_only_what_eval_uses(dlcli):
     proc = dlcli("eval", "--help")
     assert proc.returncode == 0, proc.stderr

@@ -105,6 +105,7 @@ def test_images_as_sequences_of_rows_or_pixels(mnist_root):
         ImageDataSettings(sequence="columns")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -131,6 +132,7 @@ def test_summary_counts_a_cells_work_at_every_step():
     assert cell.macs == 28 * 4 * 16 * (28 + 16) and cell.params == 4 * 16 * (28 + 16) + 2 * 4 * 16
 
 
+@pytest.mark.slow
 def test_gradient_through_time_is_recorded_for_every_step(dlcli, tmp_path, mnist_root):
     proc = dlcli(
         "train",

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from test_sweeps import png_size
 
 from conftest import FAST_TOY, read_jsonl
@@ -16,6 +17,7 @@ DEEP = [
 ]
 
 
+@pytest.mark.slow
 def test_diagnostics_has_one_row_per_layer_per_epoch(dlcli, tmp_path):
     proc = dlcli("train", *FAST_TOY, *DEEP, "trainer.epochs=3", "trainer.diagnostics=true", "hydra.run.dir=run")
     assert proc.returncode == 0, proc.stderr
@@ -29,6 +31,7 @@ def test_diagnostics_has_one_row_per_layer_per_epoch(dlcli, tmp_path):
     assert png_size(tmp_path / "run" / "gradient_flow.png")[0] > 400
 
 
+@pytest.mark.slow
 def test_diagnostics_do_not_change_training(dlcli, tmp_path):
     for name, flag in (("off", "false"), ("on", "true")):
         assert (
@@ -44,6 +47,7 @@ def test_diagnostics_do_not_change_training(dlcli, tmp_path):
     assert strip(read_jsonl(tmp_path / "off" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "on" / "metrics.jsonl"))
 
 
+@pytest.mark.slow
 def test_deep_sigmoid_gets_smaller_early_gradients_than_deep_relu(dlcli, tmp_path):
     proc = dlcli("train", "-m", *FAST_TOY, *DEEP, "trainer.diagnostics=true", "model.activation=sigmoid,relu")
     assert proc.returncode == 0, proc.stderr
@@ -59,6 +63,7 @@ def test_deep_sigmoid_gets_smaller_early_gradients_than_deep_relu(dlcli, tmp_pat
     assert png_size(sweep / "sweep_gradient_flow.png")[0] > 400
 
 
+@pytest.mark.slow
 def test_eval_draws_confusion_matrix_and_decision_boundary(dlcli, tmp_path):
     assert dlcli("train", *FAST_TOY, "hydra.run.dir=run").returncode == 0
     proc = dlcli("eval", "checkpoint=run/checkpoints/best.pt", "hydra.run.dir=ev")

@@ -93,6 +93,7 @@ def runs(tmp_path_factory, mnist_root, cache_dir):
     }
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_does(runs):
     one, two = metrics(runs["one"]), metrics(runs["two"])
     assert len(one) == len(two) == 3
@@ -108,6 +109,7 @@ def test_two_processes_train_as_one_does(runs):
     assert "2 processes (gloo)" in log and log.count("epoch 1/3") == 1  # rank 0 alone logs
 
 
+@pytest.mark.slow
 def test_rank_0_alone_writes_to_the_tracker(runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -151,6 +153,7 @@ open(f"threads.{os.environ['RANK']}", "w").write(" ".join(sorted(threads)))
 """
 
 
+@pytest.mark.slow
 def test_no_gloo_thread_outlives_the_group(tmp_path):
     # one left running into the interpreter's shutdown aborted rank 1 now and then (SIGABRT after a good run)
     (tmp_path / "leaves.py").write_text(LEAVES)
@@ -166,6 +169,7 @@ def test_no_gloo_thread_outlives_the_group(tmp_path):
     assert not any("gloo" in t for names in threads.values() for t in names), threads
 
 
+@pytest.mark.slow
 def test_checkpoint_of_two_processes(runs, dlcli, tmp_path):
     state = torch.load(runs["two"] / "checkpoints" / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
@@ -198,6 +202,7 @@ def _workers(pid: int) -> list[int]:
     return [int(c) for c in children if b"spawn" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+@pytest.mark.slow
 def test_sigterm_then_a_killed_process_then_resume_ends_as_uninterrupted(runs):
     where, env = runs["where"] / "faults", runs["env"]
     where.mkdir()
@@ -251,6 +256,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_sweep_of_two_process_jobs(dlcli, tmp_path):
     # one job: the sweep's path through the launcher is what this tests, not the count of jobs
     proc = dlcli(
@@ -267,6 +273,7 @@ def test_a_sweep_of_two_process_jobs(dlcli, tmp_path):
     assert len(json.loads((tmp_path / "sweep" / "sweep.json").read_text())["jobs"]) == 1
 
 
+@pytest.mark.slow
 def test_a_group_that_cannot_form_times_out_in_one_line(dlcli, tmp_path):
     env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
     started = time.monotonic()
@@ -281,6 +288,7 @@ def _toy():
     return [*FAST_TOY, "trainer.device=cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -93,6 +93,7 @@ def test_gradcheck_fails_on_a_wrong_backward_and_names_the_layer(monkeypatch, ca
     assert "FAIL" in out.out and "output.weight" in out.out  # the layer after the bug is still right
 
 
+@pytest.mark.slow
 def test_gradcheck_cli_passes_lenet_in_one_table(dlcli):
     proc = dlcli("gradcheck", "model=lenet", "data=mnist")
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -110,6 +111,7 @@ def test_summary_counts_equal_the_real_model(model):
     assert rows[-1].output_shape == (classes,)
 
 
+@pytest.mark.slow
 def test_summary_lenet_macs_and_cli(dlcli):
     net = build_model(load_settings(compose_cfg("summary", "model=lenet", "data=mnist")).model, (1, 28, 28), 10)
     rows = {r.name: r for r in layer_table(net, (1, 28, 28))}

@@ -329,6 +329,7 @@ COMMANDS = {
 
 
 # the issue's (eval and export wrote a file, predict deleted a folder), and eval with the other one
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command,payload",
     [("eval", "write_json"), ("export", "write_json"), ("predict", "remove_run_dir"), ("eval", "remove_run_dir")],
@@ -343,6 +344,7 @@ def test_the_issues_payloads_run_nothing_through_each_command(dlcli, toy_state, 
     aim.unchanged()
 
 
+@pytest.mark.slow
 def test_a_payload_in_the_loss_runs_nothing_through_eval(dlcli, toy_state, tmp_path, aim):
     """Of the three commands, eval alone builds the loss (and the data: the in-process matrix has both)."""
     path = craft(
@@ -357,6 +359,7 @@ def test_a_payload_in_the_loss_runs_nothing_through_eval(dlcli, toy_state, tmp_p
     aim.unchanged()
 
 
+@pytest.mark.slow
 def test_eval_builds_neither_the_optimizer_nor_the_schedule(dlcli, toy_state, tmp_path, my_module):
     def mine(config):
         config["optimizer"] = {**config["optimizer"], "_target_": f"{my_module}.Opt"}
@@ -369,6 +372,7 @@ def test_eval_builds_neither_the_optimizer_nor_the_schedule(dlcli, toy_state, tm
     assert not [name for name in BUILT if (tmp_path / name).exists()]
 
 
+@pytest.mark.slow
 def test_a_resume_from_a_crafted_checkpoint_runs_nothing(dlcli, toy_state, tmp_path, aim):
     """Training builds from its command line: the checkpoint gives weights and state, never its config."""
 

@@ -117,6 +117,7 @@ def test_eval_and_predict_refused_a_runs_folder_suggest_only_what_they_take(dlcl
 # --- resuming ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_refused_resume_keeps_the_interrupted_summary_and_its_resume_command(dlcli, run_copy):
     (run_copy / "summary.json").write_text(json.dumps(INTERRUPTED))
     kept = {p: p.read_bytes() for p in [run_copy / "summary.json", *(run_copy / "checkpoints").iterdir()]}
@@ -125,6 +126,7 @@ def test_a_refused_resume_keeps_the_interrupted_summary_and_its_resume_command(d
     assert {p: p.read_bytes() for p in kept} == kept
 
 
+@pytest.mark.slow
 def test_a_resume_removes_the_temporary_files_a_killed_write_left(dlcli, run_copy):
     stale = [
         run_copy / "checkpoints" / ".last.pt.k3q_z9ab.tmp",
@@ -150,6 +152,7 @@ def unbeatable(toy_checkpoint, tmp_path, foreign):
     return source, foreign(source)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs,best_epoch", [(3, 3), (2, 2)], ids=["no-epoch-beats-the-best", "no-epoch-left"])
 def test_a_resume_from_another_runs_checkpoint_into_a_new_folder_ends_with_a_test_result(
     dlcli, tmp_path, unbeatable, epochs, best_epoch

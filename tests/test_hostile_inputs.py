@@ -173,6 +173,7 @@ def test_a_fifo_given_as_inputs_is_refused_without_being_opened(suffix, record, 
         within(20, read_inputs, tmp_path / f"pipe{suffix}", record)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -323,6 +324,7 @@ class Net(nn.Module):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_read_blocked_on_a_fifo_in_two_threads_ends_at_the_first_signal(signum, tmp_path, cache_dir):
     os.mkfifo(tmp_path / "fifo")
@@ -339,6 +341,7 @@ def test_a_read_blocked_on_a_fifo_in_two_threads_ends_at_the_first_signal(signum
     assert err.strip().splitlines() == ["dlcli: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else "")]
 
 
+@pytest.mark.slow
 def test_a_sweep_ends_at_the_first_sigint_without_starting_the_next_job(tmp_path, cache_dir):
     proc = _start(
         ["train", "-m", *FAST_TOY, "trainer.epochs=500", "optimizer.lr=0.1,0.01,0.001", "hydra.sweep.dir=sweep"],
@@ -351,6 +354,7 @@ def test_a_sweep_ends_at_the_first_sigint_without_starting_the_next_job(tmp_path
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command, delay, signum",
     [

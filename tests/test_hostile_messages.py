@@ -5,6 +5,7 @@ that are not what their names say."""
 import json
 import shlex
 
+import pytest
 import torch
 from test_report import fake_run
 
@@ -40,6 +41,7 @@ def test_a_path_with_a_space_split_by_the_shell_is_told_how_to_quote_it(dlcli, t
     assert proc.returncode == 0 and "inputs: my photos/" in proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_optimizer_custom_holds_only_the_learning_rate_for_any_torch_optim_class(dlcli, tmp_path):
     proc = dlcli("train", "optimizer=custom", "optimizer._target_=torch.optim.NAdam", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
@@ -64,6 +66,7 @@ def test_optimizer_custom_holds_only_the_learning_rate_for_any_torch_optim_class
     assert_one_line_error(proc, "optimizer._target_ is required", "optimizer._target_=torch.optim.NAdam")
 
 
+@pytest.mark.slow
 def test_a_subset_larger_than_the_data_is_refused_not_clamped(dlcli, tmp_path):
     proc = dlcli(
         "train",

@@ -11,8 +11,17 @@ from dlcli.optim import build_optimizer
 from dlcli.regularization import Penalty, penalized_weights
 from dlcli.settings import SCHEMAS, Custom, RegularizationSettings, SGDSettings
 
-torch.set_default_dtype(torch.float64)
 LOSSES = ["cross_entropy", "nll", "mse", "hinge"]
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Central differences need float64; set for this module's tests alone, not for every test
+    the session runs after collecting it."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def numerical_grad(f, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:

@@ -4,9 +4,12 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
     subprocess.run(
         [

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
@@ -37,6 +38,7 @@ valid_configs = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_configs)
 def test_any_valid_combination_takes_a_training_step(choice):
@@ -93,6 +95,7 @@ values = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(KEYS), values), min_size=1, max_size=3))
 def test_no_override_ever_escapes_as_a_traceback(pairs):

@@ -110,6 +110,7 @@ def test_the_table_shows_four_significant_digits_and_blanks(capsys):
     assert "optimizer.lr" in out and "model.width" in out  # a column per key that differs
 
 
+@pytest.mark.slow
 def test_matplotlib_stays_quiet_when_hydra_logs_at_debug(dlcli):
     proc = dlcli("train", "hydra.verbose=true", *FAST_TOY)  # draws learning_curves.png
     assert proc.returncode == 0, proc.stderr

@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from conftest import FAST_TOY, REPO, read_jsonl
 
 LONGER = [
@@ -19,6 +21,7 @@ LONGER = [
 TIMING = ("epoch_seconds", "samples_per_second")
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_ends_with_the_uninterrupted_numbers(tmp_path, cache_dir):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     # one kill, at 0.57 of the uninterrupted run's time (seed 1): inside an epoch, well after start-up; 4 of
@@ -48,6 +51,7 @@ def test_killed_then_resumed_ends_with_the_uninterrupted_numbers(tmp_path, cache
     assert result["mid_epoch_checkpoints"] >= 1, result  # resumed from inside an epoch at least once
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_pt_prints_the_resume_command_and_exits_143(tmp_path, cache_dir, dlcli):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     env.pop("DLCLI_DEBUG", None)
@@ -78,6 +82,7 @@ def test_sigterm_saves_last_pt_prints_the_resume_command_and_exits_143(tmp_path,
     assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_sigint_exits_130(tmp_path, cache_dir):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     run = subprocess.Popen(
@@ -96,6 +101,7 @@ def test_sigint_exits_130(tmp_path, cache_dir):
     assert run.returncode == 130 and "SIGINT: stopped at epoch" in err
 
 
+@pytest.mark.slow
 def test_grad_clip_limits_the_update(dlcli, tmp_path):
     proc = dlcli(
         "train",
@@ -149,6 +155,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_samples_per_second_after_a_mid_epoch_resume_counts_only_what_this_process_trained(dlcli, tmp_path, cache_dir):
     """Killed 480 of 563 steps into epoch 1: the resumed epoch's rate must not count those 480 steps' samples
     against the time of the last 83 (that read ~7x too fast)."""

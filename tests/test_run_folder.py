@@ -65,6 +65,7 @@ def wait_for_epoch(proc):
     pytest.fail(proc.stderr.read())
 
 
+@pytest.mark.slow
 def test_failing_commands_inside_a_finished_run_change_nothing_there(dlcli, run):
     assert json.loads((run / "summary.json").read_text())["status"] == "ok"
     before = snapshot(run)
@@ -79,6 +80,7 @@ def test_failing_commands_inside_a_finished_run_change_nothing_there(dlcli, run)
         assert snapshot(run) == before, args
 
 
+@pytest.mark.slow
 def test_summary_and_gradcheck_write_no_file(dlcli, run):
     before = snapshot(run)
     assert dlcli("summary", cwd=run).returncode == 0
@@ -93,6 +95,7 @@ def test_a_new_run_into_a_finished_runs_folder_is_refused(dlcli, run):
     assert proc.returncode == 2 and snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_failed_resume_keeps_the_ok_summary_and_the_checkpoints(dlcli, run, cache_dir):
     kept = {p: p.read_bytes() for p in [run / "summary.json", *(run / "checkpoints").iterdir()]}
     proc = dlcli(
@@ -130,6 +133,7 @@ def test_a_failed_resume_keeps_the_ok_summary_and_the_checkpoints(dlcli, run, ca
     assert {p: p.read_bytes() for p in kept} == kept
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(dlcli, tmp_path, cache_dir):
     first = start(tmp_path, cache_dir, *LONG, "hydra.run.dir=run")
     try:
@@ -149,6 +153,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(dlcli,
         first.communicate()
 
 
+@pytest.mark.slow
 def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
     first = start(tmp_path, cache_dir, "-m", *LONG, "optimizer.lr=0.001", "hydra.sweep.dir=sweep")
     try:
@@ -171,6 +176,7 @@ def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
         first.communicate()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_result_files_get_the_umasks_permissions(tmp_path, cache_dir, umask, mode):
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}

@@ -6,6 +6,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 PACKAGE = REPO / "dlcli"
@@ -111,6 +113,7 @@ def test_help_imports_neither_torch_nor_hydra():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_the_move_evals_predicts_exports_and_resumes(dlcli, tmp_path):
     """tests/fixtures/premove_toy_mlp.pt was written before dlcli.data became a package: its config
     names dlcli.toy.load_toy, which now lives at dlcli.data.toy.load_toy."""

@@ -25,6 +25,7 @@ def sweep_dir(tmp_path):
     return found
 
 
+@pytest.mark.slow
 def test_grid_sweep_summarizes_four_jobs_with_a_heatmap(dlcli, tmp_path):
     proc = dlcli("train", "-m", *FAST_TOY, *GRID)
     assert proc.returncode == 0, proc.stderr
@@ -49,6 +50,7 @@ def test_grid_sweep_summarizes_four_jobs_with_a_heatmap(dlcli, tmp_path):
     assert all(v is not None for row in cells for v in row)
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(dlcli, tmp_path):
     proc = dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.01,-1", "optimizer.weight_decay=0,1e-4")
     assert proc.returncode != 0
@@ -62,6 +64,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(dlcli, tmp_path):
     assert "failed" in proc.stdout  # the table shows it too
 
 
+@pytest.mark.slow
 def test_one_job_failing_in_four_leaves_three_ok_rows(dlcli, tmp_path):
     proc = dlcli("train", "-m", *FAST_TOY, "model.depth=1,2,3,-1")
     assert proc.returncode != 0
@@ -69,6 +72,7 @@ def test_one_job_failing_in_four_leaves_three_ok_rows(dlcli, tmp_path):
     assert sorted(j["status"] for j in report["jobs"]) == ["failed", "ok", "ok", "ok"]
 
 
+@pytest.mark.slow
 def test_report_rebuilds_the_same_csv(dlcli, tmp_path):
     assert dlcli("train", "-m", *FAST_TOY, *GRID).returncode == 0
     sweep = sweep_dir(tmp_path)
@@ -80,6 +84,7 @@ def test_report_rebuilds_the_same_csv(dlcli, tmp_path):
     assert (sweep / "sweep.csv").read_text() == before and (sweep / "sweep_heatmap.png").is_file()
 
 
+@pytest.mark.slow
 def test_report_on_a_half_finished_sweep_and_runs_side_by_side(dlcli, tmp_path):
     assert dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.01,0.001").returncode == 0
     sweep = sweep_dir(tmp_path)
@@ -104,6 +109,7 @@ def test_report_on_a_missing_folder_is_one_line(dlcli, tmp_path):
     assert proc.returncode == 2 and "is not a folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_and_cluster_launchers_complete_a_two_job_sweep(dlcli, tmp_path, launcher):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
@@ -119,6 +125,7 @@ def test_parallel_and_cluster_launchers_complete_a_two_job_sweep(dlcli, tmp_path
         assert f"({expected} CPU thread" in (sweep / "0" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_optuna_runs_three_trials_and_survives_a_failing_one(dlcli, tmp_path):
     proc = dlcli(
         "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST_TOY, "model.dropout=choice(0.1,1.5)"

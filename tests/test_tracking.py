@@ -12,6 +12,7 @@ from dlcli.errors import ConfigError
 from dlcli.trainer import stalled
 
 
+@pytest.mark.slow
 def test_tensorboard_has_one_val_accuracy_point_per_epoch(dlcli, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -27,6 +28,7 @@ def test_tensorboard_has_one_val_accuracy_point_per_epoch(dlcli, tmp_path):
     assert "_hparams_/experiment" in events.PluginTagToContent("hparams")  # the config, in the HParams tab
 
 
+@pytest.mark.slow
 def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_path, monkeypatch):
     """A sweep into the default SQLite store; then resuming one job continues its run."""
     import mlflow
@@ -67,6 +69,7 @@ def test_mlflow_sweep_is_two_runs_grouped_with_params_and_metrics(dlcli, tmp_pat
     assert [m.step for m in client.get_metric_history(job.info.run_id, "val_acc")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_its_run_in_the_run_folder(dlcli, tmp_path):
     proc = dlcli("train", *FAST_TOY, "logger=wandb", "hydra.run.dir=run", env={"WANDB_SILENT": "true"})
     assert proc.returncode == 0, proc.stderr
@@ -113,6 +116,7 @@ def test_a_tracker_that_fails_mid_run_is_a_warning_once_and_training_goes_on(cap
         guarded.start(None)
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_a_stalled_run_and_says_why_to_a_logger_of_your_own(dlcli, tmp_path):
     (tmp_path / "my_logs.py").write_text(
         "from dlcli.loggers import Logger\n"

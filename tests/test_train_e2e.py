@@ -29,6 +29,7 @@ def toy_run(tmp_path_factory, cache_dir):
     return where, run_dir_of(where), time.perf_counter() - started, proc
 
 
+@pytest.mark.slow
 def test_default_train_reaches_95_percent_on_toy_data(toy_run):
     _, run, wall, _ = toy_run
     summary = json.loads((run / "summary.json").read_text())
@@ -66,6 +67,7 @@ def test_checkpoint_holds_everything_to_resume_and_evaluate(toy_run):
     assert best["epoch"] == json.loads((run / "summary.json").read_text())["best_epoch"]
 
 
+@pytest.mark.slow
 def test_eval_reports_the_same_test_accuracy_as_training(toy_run, dlcli, tmp_path):
     _, run, _, _ = toy_run
     proc = dlcli("eval", f"checkpoint={run / 'checkpoints' / 'best.pt'}")
@@ -77,6 +79,7 @@ def test_eval_reports_the_same_test_accuracy_as_training(toy_run, dlcli, tmp_pat
     assert f"{summary['test_acc']:.2%}" in proc.stdout and "confusion matrix" in proc.stdout
 
 
+@pytest.mark.slow
 def test_eval_on_the_validation_split(toy_run, dlcli, tmp_path):
     _, run, _, _ = toy_run
     proc = dlcli("eval", f"checkpoint={run / 'checkpoints' / 'best.pt'}", "split=val", "trainer.device=cpu")
@@ -85,6 +88,7 @@ def test_eval_on_the_validation_split(toy_run, dlcli, tmp_path):
     assert report["n"] == 600 and report["acc"] == json.loads((run / "summary.json").read_text())["best_val_acc"]
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_numbers(dlcli, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -102,6 +106,7 @@ def test_same_config_and_seed_give_identical_numbers(dlcli, tmp_path):
     assert read_jsonl(tmp_path / "runs" / "c" / "metrics.jsonl")[-1]["train_loss"] != runs[0][-1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_resume_auto_continues_to_the_same_numbers(dlcli, tmp_path):
     common = [*FAST_TOY, "model.dropout=0.3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"]
     assert dlcli("train", *common, "trainer.epochs=4", "hydra.run.dir=runs/full").returncode == 0
@@ -117,6 +122,7 @@ def test_resume_auto_continues_to_the_same_numbers(dlcli, tmp_path):
     assert (a["test_acc"], a["test_loss"], a["best_epoch"]) == (b["test_acc"], b["test_loss"], b["best_epoch"])
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_directories(tmp_path, cache_dir):
     import os
 
@@ -136,6 +142,7 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path, cache_dir
     assert len(runs) == 2
 
 
+@pytest.mark.slow
 def test_multirun_2x2_makes_four_numbered_jobs(dlcli, tmp_path):
     proc = dlcli("train", "-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "optimizer.weight_decay=0,1e-4")
     assert proc.returncode == 0, proc.stderr
@@ -153,6 +160,7 @@ def test_multirun_2x2_makes_four_numbered_jobs(dlcli, tmp_path):
     assert len(configs) == 4
 
 
+@pytest.mark.slow
 def test_lenet_on_an_mnist_subset_then_eval(dlcli, tmp_path, lenet_run):
     run = lenet_run
     summary = json.loads((run / "summary.json").read_text())

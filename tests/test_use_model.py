@@ -40,6 +40,7 @@ def digit_pngs(tmp_path_factory, mnist_root) -> tuple[Path, dict[str, int]]:
     return folder, truth
 
 
+@pytest.mark.slow
 def test_predict_a_folder_of_pngs(lenet, digit_pngs, dlcli, tmp_path):
     _, best, summary = lenet
     folder, truth = digit_pngs
@@ -75,6 +76,7 @@ def test_predict_reads_npy_as_uint8_or_unit_floats_alike(lenet, mnist_root, tmp_
     assert (predicted == labels[:10]).sum() >= 9
 
 
+@pytest.mark.slow
 def test_predict_bad_inputs_are_one_line(lenet, toy_checkpoint, dlcli, tmp_path):
     """The two the issue names as subprocesses (one line, exit 2, no folder); the others' messages in-process."""
     from dlcli.errors import DlcliError
@@ -106,6 +108,7 @@ def test_predict_bad_inputs_are_one_line(lenet, toy_checkpoint, dlcli, tmp_path)
             read_inputs(tmp_path / inputs, record)
 
 
+@pytest.mark.slow
 def test_onnx_export_gives_the_checkpoints_test_accuracy(lenet, mnist_root, dlcli):
     import onnxruntime
 
@@ -123,6 +126,7 @@ def test_onnx_export_gives_the_checkpoints_test_accuracy(lenet, mnist_root, dlcl
     assert abs(accuracy - summary["test_acc"]) <= 2e-4, (accuracy, summary["test_acc"])  # a tie may flip, no more
 
 
+@pytest.mark.slow
 def test_torchscript_export_loads_with_torch_jit_and_gives_the_same_outputs(lenet, mnist_root, dlcli):
     import warnings
 
@@ -141,6 +145,7 @@ def test_torchscript_export_loads_with_torch_jit_and_gives_the_same_outputs(lene
         assert torch.allclose(loaded(x), restore(best, []).model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, formats", [("resnet", ("onnx", "torchscript")), ("lstm", ("torchscript",))])
 def test_batch_norm_and_recurrent_models_export_for_any_batch_size(tmp_path, name, formats):
     """Exported with a batch of 8 and run on one of 5: BatchNorm in eval mode, and a loop over time steps.
