@@ -12,6 +12,8 @@ import signal
 import sys
 
 from dlcli import __version__, interrupts
+from dlcli.completion import shell_completion
+from dlcli.errors import DlcliError
 
 COMMANDS = {
     "train": ("dlcli.commands.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
@@ -64,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if args[0] not in PLAIN and ({"-sc", "--shell-completion"} & set(args[1:])):
-        from dlcli.completion import shell_completion
-
         return shell_completion(args[0], args[1:], {name: module for name, (module, _) in COMMANDS.items()}, PLAIN)
     with interrupts.guard():
         try:
@@ -115,8 +115,6 @@ def _run(args: list[str]) -> int:
     except Exception as exc:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
-
-        from dlcli.errors import DlcliError
 
         if os.environ.get("DLCLI_DEBUG"):
             raise

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from dlcli import interrupts
 from dlcli.errors import ConfigError, DlcliError, Interrupted, ProcessesFailed, first_line
+from dlcli.machine import resolve_device
 
 log = logging.getLogger("dlcli")
 
@@ -208,8 +209,6 @@ def launch(run: Callable[..., dict], settings, config: dict, run_dir: Path, resu
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    from dlcli.machine import resolve_device
 
     t = settings.trainer
     resolve_device(t.device)  # trainer.device=cuda without a GPU: that line first

@@ -19,6 +19,7 @@ from dlcli.data.folders import IMAGE_EXTENSIONS
 from dlcli.data.scan import Scan
 from dlcli.errors import ConfigError, DataError
 from dlcli.files import check_regular, open_regular
+from dlcli.machine import resolve_device
 from dlcli.settings import ImageFolderSettings, load_settings
 
 
@@ -63,7 +64,6 @@ def restore(path: Path, allow: list[str], device: str = "cpu") -> Restored:
     cannot be rebuilt."""
     from dlcli.checkpoint import config_to_rebuild, load_checkpoint, load_weights
     from dlcli.data import sequence_shape
-    from dlcli.machine import resolve_device
     from dlcli.models import build_model
 
     state = load_checkpoint(path)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.errors import ConfigError, DlcliError, first_line
+from dlcli.errors import ConfigError, DlcliError, Interrupted, first_line
 from dlcli.machine import optional_package
+from dlcli.settings import kwargs_of, leaves, short_name, target_of
 
 log = logging.getLogger("dlcli")
 
@@ -60,7 +61,6 @@ def build_logger(spec: Any) -> Logger:
     """The logger a config names by `_target_`, called with the option's keys; None builds `Logger()`."""
     if spec is None:
         return Logger()
-    from dlcli.settings import kwargs_of, short_name, target_of
 
     target = target_of(spec)
     module, _, name = target.rpartition(".")
@@ -125,7 +125,6 @@ class Guarded(Logger):
 def finishing(logger: Logger):
     """Finish the tracked run as interrupted or failed when the block raises; a run that ends well is
     finished by the caller, with its summary and files."""
-    from dlcli.errors import Interrupted
 
     try:
         yield
@@ -136,7 +135,6 @@ def finishing(logger: Logger):
 
 def params(config: dict) -> dict[str, Any]:
     """The config as flat dotted keys with scalar values: what trackers show as hyperparameters."""
-    from dlcli.settings import leaves
 
     flat: dict[str, Any] = {}
     for key, value in config.items():
@@ -320,8 +318,6 @@ def start_tracking(logger, spec, run_dir: Path, config: dict, resume_state: dict
     """Start the logger's tracked run, continuing the one the resumed checkpoint names if it was the same
     logger's. A sweep's job is named by its overrides and grouped by its sweep folder (Hydra's files)."""
     from omegaconf import OmegaConf
-
-    from dlcli.settings import target_of
 
     target = target_of(spec) if spec is not None else None
     before = (resume_state or {}).get("tracked") or {}

@@ -5,6 +5,8 @@ import logging
 import math
 from pathlib import Path
 
+from dlcli.files import write_atomic
+
 METRIC_LABELS = {
     "best_val_acc": "best val accuracy (%)",
     "test_acc": "test accuracy (%)",
@@ -358,7 +360,6 @@ def _png(fig) -> bytes:
 
 
 def _save(fig, path: Path) -> Path:
-    from dlcli.files import write_atomic
 
     png = _png(fig)
     write_atomic(path, lambda f: f.write(png), binary=True)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from dlcli import plots
 from dlcli.errors import DlcliError
-from dlcli.files import open_regular
+from dlcli.files import open_regular, write_atomic
 
 METRICS = ("best_val_acc", "test_acc", "final_train_loss")
 NUMBERS = (*METRICS, "epochs", "wall_seconds")
@@ -202,8 +203,6 @@ def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> di
 
     Everything is read and drawn before the first file is written, so a failure leaves no half report.
     """
-    from dlcli import plots
-    from dlcli.files import write_atomic
 
     params = [k for k in override_keys(jobs) if k not in COLUMNS]
     buffer = io.StringIO()

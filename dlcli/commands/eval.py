@@ -8,8 +8,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dlcli import plots
 from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError
+from dlcli.files import write_json
+from dlcli.machine import resolve_device, set_threads, versions
 from dlcli.settings import (
     ImageDataSettings,
     allow_list,
@@ -49,9 +52,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
     from dlcli.checkpoint import config_to_rebuild, load_checkpoint, load_weights
     from dlcli.data import load_data
-    from dlcli.files import write_json
     from dlcli.losses import build_loss
-    from dlcli.machine import resolve_device, set_threads, versions
     from dlcli.models import on_device
     from dlcli.trainer import autocast, evaluate
 
@@ -112,8 +113,6 @@ def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[
     """confusion_matrix.png; filters.png for image models; decision_boundary.png for 2-D points."""
     import torch
     from torch import nn
-
-    from dlcli import plots
 
     title = f"{report['model']} on {report['data']} ({split}): accuracy {report['acc']:.2%}"
     drawn = [plots.confusion_matrix(report["confusion"], report["classes"], run_dir / "confusion_matrix.png", title)]

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcli.commands.guard import run_guarded
 from dlcli.errors import CheckFailed, ConfigError, first_line
+from dlcli.files import write_atomic
+from dlcli.machine import optional_package, set_threads
 from dlcli.settings import allow_list, existing_checkpoint, require
 
 log = logging.getLogger("dlcli")
@@ -52,16 +54,12 @@ def export(cfg: DictConfig) -> dict:
             f"out={out} exists and is not {NAMES[cfg.format]} file; choose another out=, or delete it first"
         )
     if cfg.format == "onnx":
-        from dlcli.machine import optional_package
-
         for module in ("onnx", "onnxscript", "onnxruntime"):
             optional_package(module, "onnx", "dlcli export format=onnx", "choose format=torchscript")
 
     import torch
 
-    from dlcli.files import write_atomic
     from dlcli.inputs import restore
-    from dlcli.machine import set_threads
 
     set_threads(0)
     restored = restore(path, allow_list(cfg.allow))

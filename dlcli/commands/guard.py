@@ -13,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dlcli import interrupts
+from dlcli.distributed import agree_on_folder, leave, lost_contact, lost_contact_line, place, rank
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed, one_line
 from dlcli.files import hold, holds, release, remove_temporaries, taken_empty, undo, write_json
 
@@ -31,7 +32,6 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     to see tracebacks.
     Of the processes of a torchrun or SLURM run, rank 0 reports, records and cleans up.
     """
-    from dlcli.distributed import leave, lost_contact, lost_contact_line, rank
 
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
@@ -156,7 +156,6 @@ class RunFolder(Callback):
 
     @staticmethod
     def _take(config: Any, folder: Path, option: str, resumes: bool, continues: bool) -> None:
-        from dlcli.distributed import agree_on_folder, place
 
         if config.hydra.output_subdir is None:
             return

@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError, DataError
+from dlcli.files import write_atomic
+from dlcli.machine import set_threads
 from dlcli.settings import ImageFolderSettings, allow_list, check_max_pixels, existing_checkpoint, require
 
 log = logging.getLogger("dlcli")
@@ -52,9 +54,7 @@ def predict(cfg: DictConfig) -> list[dict]:
 
     import torch
 
-    from dlcli.files import write_atomic
     from dlcli.inputs import read_inputs, restore
-    from dlcli.machine import set_threads
 
     set_threads(0)
     restored = restore(path, allow_list(cfg.allow), cfg.trainer.device)

@@ -15,7 +15,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dlcli.commands.guard import run_guarded
+from dlcli.data.builtin import check_sources
+from dlcli.distributed import join, launch, place
 from dlcli.errors import ConfigError, Interrupted
+from dlcli.files import write_json
+from dlcli.loggers import Logger, build_logger, finishing, start_tracking
+from dlcli.machine import peak_rss_mb, resolve_device, set_threads, versions
+from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
 from dlcli.settings import ImageDataSettings, Settings, load_settings, short_name, target_of
 
 log = logging.getLogger("dlcli")
@@ -31,18 +37,13 @@ def train(cfg: DictConfig) -> float:
     settings = load_settings(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(settings.data, ImageDataSettings):
-        from dlcli.data.builtin import check_sources
-
         check_sources(settings.data.name, settings.data.root, settings.data.download)  # before torch's import
     for key in ("root", "path", "test_path"):  # checkpoints must find the data again from any working directory
         if isinstance(config["data"].get(key), str):
             config["data"][key] = str(Path(config["data"][key]).expanduser().resolve())
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    from dlcli.distributed import place
 
     if settings.trainer.devices > 1 and place() is None:
-        from dlcli.distributed import launch
-
         summary = launch(run_training, settings, config, run_dir, resume_command(run_dir))
     else:
         summary = run_training(settings, config, run_dir, resume_command(run_dir))
@@ -51,7 +52,6 @@ def train(cfg: DictConfig) -> float:
 
 def resume_command(run_dir: Path) -> str:
     """The command that continues this run after an interruption."""
-    from dlcli.distributed import place
 
     again = " ".join(
         o for o in HydraConfig.get().overrides.task if not o.startswith(("trainer.resume=", "hydra.run.dir="))
@@ -67,11 +67,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
 
     from dlcli.checkpoint import check_resumable, load_checkpoint, load_weights
     from dlcli.data import batches_per_epoch, load_data
-    from dlcli.distributed import join
-    from dlcli.files import write_json
-    from dlcli.loggers import Logger, build_logger, finishing, start_tracking
     from dlcli.losses import build_loss
-    from dlcli.machine import peak_rss_mb, resolve_device, set_threads, versions
     from dlcli.models import count_parameters, on_device
     from dlcli.optim import build_optimizer, build_schedule
     from dlcli.regularization import Penalty, penalized_weights
@@ -204,7 +200,6 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         if not world.main:
             return summary
         write_json(run_dir / "summary.json", summary)
-        from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
 
         title = f"{short_name(settings.model)} on {short_name(settings.data)}: test acc {test['acc']:.2%}"
         learning_curves(progress.history, run_dir / "learning_curves.png", title)
@@ -221,7 +216,6 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
 
 
 def _check_world(t, world) -> None:
-    from dlcli.errors import ConfigError
 
     if t.batch_size < world.size:
         raise ConfigError(

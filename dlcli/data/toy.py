@@ -4,11 +4,11 @@ import math
 
 import torch
 
+from dlcli.data.loaded import Loaded
+
 
 def load_toy(name: str, n_samples: int, noise: float, classes: int | None, seed: int):
     """The toy set as dlcli.data.Loaded; the test points are drawn independently of the training points."""
-    from dlcli.data.loaded import Loaded
-
     k = classes or (3 if name == "spirals" else 2)
     train_x, train_y = make_toy(name, n_samples, noise, k, torch.Generator().manual_seed(seed))
     test_x, test_y = make_toy(name, max(n_samples // 4, 100), noise, k, torch.Generator().manual_seed(seed + 7919))
