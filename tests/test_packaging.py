@@ -40,6 +40,10 @@ def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
         "logger/mlflow.yaml",
     ):
         assert f"dlcli/configs/{config}" in names
+    # every module of the package, sub-packages too: the editable install that runs this test would
+    # otherwise lend the wheel whatever it lacks
+    modules = {str(path.relative_to(REPO)) for path in (REPO / "dlcli").rglob("*.py")}
+    assert modules <= set(names), sorted(modules - set(names))
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
