@@ -62,7 +62,8 @@ def test_a_failing_run_into_an_empty_folder_keeps_the_folder_and_leaves_it_empty
 def test_a_failing_resume_of_a_run_killed_before_its_first_checkpoint_keeps_its_folder(dlcli, tmp_path):
     killed = tmp_path / "killed"
     (killed / ".hydra").mkdir(parents=True)
-    (killed / ".hydra" / "config.yaml").write_text("trainer:\n  epochs: 2\n")
+    # what Hydra writes before the first checkpoint: dlcli's composed config (here its top keys)
+    (killed / ".hydra" / "config.yaml").write_text("model: {}\ndata: {}\ntrainer:\n  epochs: 2\n")
     (killed / "train.log").write_text("epoch 1/2 ...\n")
     proc = dlcli("train", "optimizer.lr=-1", "trainer.resume=auto", "hydra.run.dir=killed")
     assert_one_line_error(proc, "optimizer.lr=-1 is invalid")
@@ -191,3 +192,16 @@ def test_a_folder_refused_by_the_check_of_hold_is_left_as_it_was_or_removed_if_h
             hold(folder, check=refuse)
         assert not holds(folder)
         unchanged()  # no a/b left, no .lock added
+
+
+def test_resume_auto_does_not_take_another_hydra_apps_run_folder(dlcli, tmp_path, foreign):
+    """Hydra's .hydra/ alone is no dlcli run: without dlcli's .lock or checkpoints there is nothing to
+    continue, and training from scratch would overwrite the other app's files."""
+    other = tmp_path / "other_app_run"
+    (other / ".hydra").mkdir(parents=True)
+    (other / ".hydra" / "config.yaml").write_text("lr: 0.1\n")
+    (other / "metrics.csv").write_text("step,loss\n1,0.5\n")
+    unchanged = foreign(other)
+    proc = dlcli("train", *FAST_TOY, "trainer.resume=auto", f"hydra.run.dir={other}")
+    assert_one_line_error(proc, "is not empty", "metrics.csv", "trainer.resume continues only a folder where dlcli")
+    unchanged()

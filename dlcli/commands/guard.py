@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from dlcli import interrupts
 from dlcli.distributed import agree_on_folder, leave, lost_contact, lost_contact_line, place, rank
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed, one_line
-from dlcli.files import hold, holds, release, remove_temporaries, taken_empty, undo, write_json
+from dlcli.files import hold, holds, open_regular, release, remove_temporaries, taken_empty, undo, write_json
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -203,7 +204,7 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
         return f"{folder} cannot be listed ({exc.strerror}); write elsewhere with another {option} (or leave it out)"
     if not names:
         return None
-    is_run = (folder / ".hydra").is_dir()
+    is_run = _holds_a_dlcli_run(folder)
     if continues and is_run and option == "hydra.run.dir":
         return None
     held = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -220,11 +221,24 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
             f"{folder} already holds a run ({held}), which a new one would overwrite: a new run writes only "
             f"into a new or empty folder; {instead}{resume}"
         )
-    resume = "; trainer.resume continues only a folder where dlcli train ran (it has .hydra/)" if continues else ""
+    resume = "; trainer.resume continues only a folder where dlcli train ran" if continues else ""
     return (
         f"{folder} is not empty (it holds {held}), and a new run could overwrite those files: a new run "
         f"writes only into a new or empty folder; {instead}{resume}"
     )
+
+
+def _holds_a_dlcli_run(folder: Path) -> bool:
+    """Hydra's .hydra/ with a dlcli train config in it, or dlcli's checkpoints: another Hydra app's run
+    folder has a .hydra/ too, and is no run for trainer.resume=auto to continue."""
+    if (folder / "checkpoints").is_dir():
+        return (folder / ".hydra").is_dir()
+    try:
+        with open_regular(folder / ".hydra" / "config.yaml") as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and {"model", "data", "trainer"} <= set(config)
 
 
 def _continues(resume: str | None, folder: Path) -> bool:
