@@ -107,7 +107,9 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
             raise ConfigError(
                 f"checkpoint {path} holds no {group} section in its config; use a checkpoint that dlcli train wrote"
             )
-    return {**config, "data": dict(config["data"]), "trainer": {**config["trainer"], "resume": None}}
+    # a checkpoint's root is someone else's choice of folder: nothing is downloaded into it
+    data = {**config["data"], **({"download": False} if "download" in config["data"] else {})}
+    return {**config, "data": data, "trainer": {**config["trainer"], "resume": None}}
 
 
 def check_resumable(state: dict, path: str | Path) -> None:

@@ -391,3 +391,27 @@ def test_a_resume_from_a_crafted_checkpoint_runs_nothing(dlcli, toy_state, tmp_p
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
     assert not aim.marker.exists()
     aim.unchanged()
+
+
+def test_a_checkpoint_does_not_download_into_a_folder_of_its_choosing(dlcli, toy_state, tmp_path, foreign):
+    folder = tmp_path / "someone_elses"
+    folder.mkdir()
+    unchanged = foreign(folder)
+
+    def mnist_there(config):
+        config["data"] = {
+            "_target_": "dlcli.data.builtin.load_image_set",
+            "name": "mnist",
+            "root": str(folder),
+            "download": True,
+            "subset": None,
+            "augment": False,
+            "crop_padding": 0,
+            "flip": False,
+            "sequence": None,
+        }
+
+    crafted = craft(toy_state, tmp_path / "crafted.pt", mnist_there)
+    proc = dlcli("eval", f"checkpoint={crafted}")
+    assert_one_line_error(proc, "MNIST")
+    unchanged()

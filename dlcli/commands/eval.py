@@ -58,8 +58,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
 
     state = load_checkpoint(path)
     config = config_to_rebuild(state, path, allow_list(cfg.allow))
-    if cfg.data.root is not None:
+    if cfg.data.root is not None:  # a folder of the user's choosing: the data may be downloaded there as trained
         config["data"]["root"] = str(cfg.data.root)
+        if "download" in config["data"]:
+            config["data"]["download"] = bool(state["config"]["data"].get("download"))
     config["trainer"]["device"] = cfg.trainer.device
     if cfg.trainer.eval_batch_size is not None:
         config["trainer"]["eval_batch_size"] = cfg.trainer.eval_batch_size
