@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlcli.errors import DataError
 from dlcli.files import kind
 
 log = logging.getLogger("dlcli")
@@ -71,7 +73,13 @@ class Scan:
         """The files under `folder` (nested folders too) with one of the extensions, in sorted order;
         hidden files and folders are left out."""
         found: list[Path] = []
-        self._walk(folder, found)
+        try:
+            self._walk(folder, found)
+        except RecursionError:  # folders nested deeper than Python's stack: no image set is laid out so
+            raise DataError(
+                f"{folder} holds folders nested more than {sys.getrecursionlimit() // 2} deep; dlcli reads class "
+                "folders with their images at most a few levels below; point it at a shallower folder"
+            ) from None
         return found
 
     def _walk(self, folder: Path, found: list[Path]) -> None:

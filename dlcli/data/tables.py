@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections import Counter
 from operator import itemgetter
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
-from dlcli.files import check_regular
+from dlcli.files import check_regular, kind
 
 _NPZ_HINT = "save it with np.savez(path, x=features, y=labels) (optionally x_test=..., y_test=...)"
 
@@ -204,7 +205,7 @@ def _difference(expected: list[str], got: list[str]) -> str:
 
 def _read_table(path: Path, label: str) -> tuple[list[str], torch.Tensor, np.ndarray]:
     """(feature column names, float32 features [N, F], raw labels [N] as strings) of one CSV file."""
-    rows, delimiter = _read_rows(path)
+    rows, delimiter = read_rows(path)
     header = [name.strip() for name in rows[0]]
     duplicates = sorted(n for n, count in Counter(header).items() if count > 1)
     if duplicates:
@@ -247,11 +248,10 @@ def _read_table(path: Path, label: str) -> tuple[list[str], torch.Tensor, np.nda
     return names, torch.from_numpy(np.stack(columns, axis=1)), labels
 
 
-def _read_rows(path: Path) -> tuple[list[list[str]], str]:
+def read_rows(path: Path) -> tuple[list[list[str]], str]:
     """Every non-blank row, header first, and the delimiter (',', ';' or tab, whichever the header uses most)."""
     if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise DataError(f"{path} {what}: expected a CSV file with a header row; point data.path at it")
+        raise DataError(f"{path} {_not_a_file(path)}: expected a CSV file with a header row; point data.path at it")
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets start UTF-8 files with a BOM
     except UnicodeDecodeError:
@@ -274,7 +274,7 @@ def _numbers(path: Path, delimiter: str, body: list[list[str]], column: int, nam
     try:
         values = np.fromiter(map(float, map(itemgetter(column), body)), dtype=np.float64, count=len(body))
     except ValueError:  # the slow search runs only on this error path
-        k, cell = next((k, row[column].strip()) for k, row in enumerate(body) if not _is_number(row[column]))
+        k, cell = next((k, row[column].strip()) for k, row in enumerate(body) if not is_number(row[column]))
         where = f"{path} line {_line_of(path, delimiter, k)}, column {name!r}"
         if not cell:
             raise DataError(f"{where} is empty: every feature needs a value; fill it in or drop the row") from None
@@ -295,7 +295,7 @@ def _numbers(path: Path, delimiter: str, body: list[list[str]], column: int, nam
     return values
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
     try:
         float(cell)
         return True
@@ -322,8 +322,7 @@ def _line_of(path: Path, delimiter: str, data_row: int) -> int:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise DataError(f"{path} {what}: expected an .npz file; point data.path at it, or {_NPZ_HINT}")
+        raise DataError(f"{path} {_not_a_file(path)}: expected an .npz file; point data.path at it, or {_NPZ_HINT}")
     try:
         npz = np.load(path, allow_pickle=False)  # no pickles: loading data must not run code
         if not isinstance(npz, np.lib.npyio.NpzFile):
@@ -400,3 +399,10 @@ def _labels(arrays: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
 def _same_length(x: torch.Tensor, y: np.ndarray, x_name: str, y_name: str, path: Path) -> None:
     if len(x) != len(y):
         raise DataError(f"{path}: {x_name} has {len(x)} rows but {y_name} has {len(y)} labels: give one label per row")
+
+
+def _not_a_file(path: Path) -> str:
+    """What stands at a path that is no regular file, in words."""
+    if not os.path.lexists(path):
+        return "does not exist"
+    return f"is a {kind(path.stat().st_mode)}, not a regular file" if path.exists() else "is a broken link"
