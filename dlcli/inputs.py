@@ -129,10 +129,10 @@ def _images_under(folder: Path) -> list[Path]:
 
 def _images(files: list[Path], record: dict, max_pixels: int) -> torch.Tensor:
     """Decoded, converted and resized as the image-folder loader does for training, as pixels in [0, 1]."""
-    from dlcli.data.folders import _decode_all
+    from dlcli.data.folders import decode_all
 
     channels, height, width = record["shape"]
-    return _decode_all(files, channels, (height, width), max_pixels, "max_pixels").float() / 255
+    return decode_all(files, channels, (height, width), max_pixels, "max_pixels").float() / 255
 
 
 def _array(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
@@ -204,10 +204,10 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
     without a header row."""
     import numpy as np
 
-    from dlcli.data.tables import _is_number, _read_rows
+    from dlcli.data.tables import is_number, read_rows
 
     _needs(record, "features", path)
-    rows, _ = _read_rows(path)
+    rows, _ = read_rows(path)
     head = [cell.strip() for cell in rows[0]]
     names = record.get("features")
     if names:
@@ -219,7 +219,7 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
             )
         columns, first = [head.index(n) for n in names], 1
     else:
-        header = any(c and not _is_number(c) for c in head)  # a row with an empty cell is data (and refused)
+        header = any(c and not is_number(c) for c in head)  # a row with an empty cell is data (and refused)
         columns, first = list(range(len(head))), 1 if header else 0
     values = np.full((len(rows) - first, len(columns)), np.nan, dtype=np.float32)
     for i, row in enumerate(rows[first:]):

@@ -8,8 +8,9 @@
     cache.py    the uint8 cache of decoded images
     bundle.py   the splits on the training device and the batches drawn from them
 
-A data option names its loader by `_target_` (a source module's load_* function); the rest of
-dlcli imports only what this face exports.
+A data option names its loader by `_target_` (a source module's load_* function). The library
+takes the resident data through this face; dlcli predict's inputs reuse the loaders' public
+decode_all, read_rows and is_number, so new images and rows are read as the training data was.
 """
 
 import importlib

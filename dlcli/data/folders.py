@@ -67,7 +67,7 @@ def load_image_folder(
     x, y = (
         cached
         if cached is not None
-        else (_decode_all(files, channels, size, max_pixels, "data.max_pixels"), torch.tensor(labels))
+        else (decode_all(files, channels, size, max_pixels, "data.max_pixels"), torch.tensor(labels))
     )
     if test_dir is None:
         train_x, train_y, test_x, test_y = hold_out(x, y, test_fraction, seed, str(train_dir))
@@ -227,7 +227,7 @@ def _fingerprint(
 # --- decoding -----------------------------------------------------------------------------
 
 
-def _decode_all(
+def decode_all(
     files: list[Path], channels: int | None, size: tuple[int, int] | None, max_pixels: int, key: str
 ) -> torch.Tensor:
     """All images as one uint8 tensor [N, C, H, W]; unset channels and size come from the first image.
