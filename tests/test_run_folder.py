@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -138,7 +139,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(dlcli,
     first = start(tmp_path, cache_dir, *LONG, "hydra.run.dir=run")
     try:
         wait_for_epoch(first)
-        os.kill(first.pid, signal.SIGSTOP)  # hold still: its folder must look the same before and after
+        stop(first.pid)  # hold still: its folder must look the same before and after
         before = snapshot(tmp_path / "run")
         for extra in (["hydra.run.dir=run"], ["trainer.resume=auto", "hydra.run.dir=run"]):
             proc = dlcli("train", *FAST_TOY, *extra)
@@ -153,12 +154,24 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(dlcli,
         first.communicate()
 
 
+def stop(pid: int) -> None:
+    """SIGSTOP, and wait until the process has stopped: the signal is delivered asynchronously, and a
+    write under way meanwhile would change the folder between two snapshots."""
+    os.kill(pid, signal.SIGSTOP)
+    for _ in range(500):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not stop")
+
+
 @pytest.mark.slow
 def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
     first = start(tmp_path, cache_dir, "-m", *LONG, "optimizer.lr=0.001", "hydra.sweep.dir=sweep")
     try:
         wait_for_epoch(first)
-        os.kill(first.pid, signal.SIGSTOP)
+        stop(first.pid)
         before = snapshot(tmp_path / "sweep")
         for args in (
             ["-m", *FAST_TOY, "optimizer.lr=0.1,0.01", "hydra.sweep.dir=sweep"],
