@@ -5,10 +5,8 @@ which refuses anything that could run code when unpickled.
 """
 
 import io
-import os
 import pickle
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +97,6 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
     data = config.get("data")
     if isinstance(data, dict) and data.get("_target_") in MOVED_TARGETS:  # exact names only, before the check
         config["data"] = {**data, "_target_": MOVED_TARGETS[data["_target_"]]}
-    if allow and os.getcwd() not in sys.path:  # the allowed modules may sit in the folder dlcli runs from
-        sys.path.insert(0, os.getcwd())
     check_targets(config, allow, f"checkpoint {path}")
     for group in ("data", "trainer"):
         if not isinstance(config.get(group), dict):

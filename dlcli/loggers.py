@@ -16,17 +16,14 @@ Each tracker's package is an optional extra, imported only when its logger is ch
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlcli.errors import ConfigError, DlcliError, Interrupted, first_line
-from dlcli.machine import optional_package
+from dlcli.machine import import_target, optional_package
 from dlcli.settings import kwargs_of, leaves, short_name, target_of
 
 log = logging.getLogger("dlcli")
@@ -63,17 +60,12 @@ def build_logger(spec: Any) -> Logger:
         return Logger()
 
     target = target_of(spec)
-    module, _, name = target.rpartition(".")
-    if os.getcwd() not in sys.path:  # a logger of the user's own in the folder they run dlcli from
-        sys.path.insert(0, os.getcwd())
-    try:  # not hydra's get_class, which logs its own three-line error first
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(
-            f"logger._target_={target} cannot be imported ({type(exc).__name__}: {first_line(exc)}); "
-            "put its module in the folder you run dlcli from or on PYTHONPATH, and name a class with "
-            "start, log_epoch and finish methods (see dlcli.loggers.Logger)"
-        ) from None
+    cls = import_target(
+        target,
+        "logger._target_",
+        "put its module in the folder you run dlcli from or on PYTHONPATH, and name a class with start, "
+        "log_epoch and finish methods (see dlcli.loggers.Logger)",
+    )
     missing = [m for m in ("start", "log_epoch", "finish") if not callable(getattr(cls, m, None))]
     if missing:
         raise ConfigError(f"logger._target_={target} lacks {', '.join(missing)}: subclass dlcli.loggers.Logger")

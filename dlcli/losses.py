@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcli.errors import ConfigError
+from dlcli.machine import import_target
 from dlcli.settings import kwargs_of, target_of
 
 
@@ -49,8 +50,9 @@ class Hinge(nn.Module):
 def build_loss(spec) -> nn.Module:
     from hydra.utils import instantiate
 
+    cls = import_target(target_of(spec), "loss._target_", "name a loss module such as dlcli.losses.CrossEntropy")
     try:
-        loss = instantiate({"_target_": target_of(spec), **kwargs_of(spec)}, _convert_="all")
+        loss = cls(**instantiate(kwargs_of(spec), _convert_="all"))
     except Exception as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(

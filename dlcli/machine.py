@@ -1,4 +1,5 @@
-"""The machine a command runs on: the device, CPU threads, memory, versions and optional packages.
+"""The machine a command runs on: the device, CPU threads, memory, versions, optional packages, and
+what a `_target_` names.
 
 It imports nothing of dlcli but its errors, so every module, however low, may use it.
 """
@@ -7,10 +8,11 @@ import importlib
 import os
 import platform
 import resource
+import sys
 from typing import Any
 
 from dlcli import __version__
-from dlcli.errors import ConfigError
+from dlcli.errors import ConfigError, first_line
 
 
 def optional_package(module: str, extra: str, purpose: str, instead: str = "") -> Any:
@@ -23,6 +25,32 @@ def optional_package(module: str, extra: str, purpose: str, instead: str = "") -
             f'extra, pip install "dlcli[{extra}]" (in a clone of dlcli: pip install -e ".[{extra}]")'
             + (f"; or {instead}" if instead else "")
         ) from None
+
+
+def import_target(target: str, key: str, advice: str) -> Any:
+    """What a dotted `_target_` names, imported, never called: the longest importable module along the
+    path, then attributes. The folder dlcli runs from is on the path (its one place), so a user's
+    module there is found from the `dlcli` script too, not only from `python -m dlcli`. One line
+    (`key`, the cause, `advice`) if it cannot be found."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    parts = str(target).split(".")
+    try:
+        for i in range(len(parts), 0, -1):
+            module = ".".join(parts[:i])
+            try:
+                found = importlib.import_module(module)
+                break
+            except ModuleNotFoundError as exc:
+                if i == 1 or not (exc.name and module.startswith(exc.name)):
+                    raise  # a module that exists but imports one that does not: that is the news
+        for attribute in parts[i:]:
+            found = getattr(found, attribute)
+    except Exception as exc:
+        raise ConfigError(
+            f"{key}={target} cannot be imported ({type(exc).__name__}: {first_line(exc)}); {advice}"
+        ) from None
+    return found
 
 
 def resolve_device(name: str):

@@ -8,13 +8,12 @@ same way. The arguments have no defaults here: those live in the config schemas 
 
 import dataclasses
 import math
-import os
-import sys
 
 import torch
 from torch import nn
 
 from dlcli.errors import ConfigError, first_line
+from dlcli.machine import import_target
 from dlcli.settings import kwargs_of, target_of
 
 
@@ -276,32 +275,22 @@ def _need_images(model: nn.Module, input_shape: tuple[int, ...]) -> None:
 def build_model(spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The model a config names by `_target_`, called with input_shape, num_classes and the config's keys,
     then tried on one dummy batch, so a user's class that does not fit fails here in one line."""
-    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     target = target_of(spec)
     for key in ("input_shape", "num_classes"):
         if key in kwargs_of(spec):
             raise ConfigError(f"model.{key} is set by dlcli from the data; remove it from the model config")
-    if os.getcwd() not in sys.path:  # a user's model file in the folder they run dlcli from
-        sys.path.insert(0, os.getcwd())
-    try:
-        factory = instantiate({"_target_": target, **kwargs_of(spec)}, _partial_=True, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        raise ConfigError(
-            f"model._target_={target} cannot be imported ({type(cause).__name__}: "
-            f"{str(cause).splitlines()[0]}); put its module in the folder you run dlcli from or on "
-            "PYTHONPATH"
-        ) from None
-    cls = factory.func
+    cls = import_target(target, "model._target_", "put its module in the folder you run dlcli from or on PYTHONPATH")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ConfigError(
             f"model._target_={target} is not a torch.nn.Module class ({type(cls).__name__}); "
             "name a class that subclasses torch.nn.Module"
         )
-    try:
-        model = factory(input_shape=tuple(input_shape), num_classes=num_classes)
+    try:  # Hydra builds what the keys nest (a user's own sub-configs with targets of their own)
+        model = cls(
+            input_shape=tuple(input_shape), num_classes=num_classes, **instantiate(kwargs_of(spec), _convert_="all")
+        )
     except ConfigError:
         raise
     except Exception as exc:

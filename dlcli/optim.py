@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dlcli.errors import CheckpointError, ConfigError, first_line
+from dlcli.machine import import_target
 from dlcli.regularization import penalized_weights
 from dlcli.settings import kwargs_of, target_of
 from dlcli.targets import SCHEDULERS
@@ -132,16 +133,9 @@ def load_optimizer_state(target: str, optimizer: torch.optim.Optimizer, saved: d
 
 
 def _load_class(spec, group: str, base: type | tuple[type, ...]) -> type:
-    from hydra.utils import get_class
-
     target = target_of(spec)
-    try:
-        cls = get_class(target)
-    except Exception as exc:
-        raise ConfigError(
-            f"{group}._target_={target} cannot be imported ({first_line(exc)}); name a class such as "
-            f"{'torch.optim.NAdam' if group == 'optimizer' else 'torch.optim.lr_scheduler.ExponentialLR'}"
-        ) from None
+    example = "torch.optim.NAdam" if group == "optimizer" else "torch.optim.lr_scheduler.ExponentialLR"
+    cls = import_target(target, f"{group}._target_", f"name a class such as {example}")
     if not (isinstance(cls, type) and issubclass(cls, base)):
         kind = "a torch.optim.Optimizer" if group == "optimizer" else "a torch.optim.lr_scheduler class"
         raise ConfigError(

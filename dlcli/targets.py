@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcli.errors import ConfigError, first_line
+from dlcli.errors import ConfigError
+from dlcli.machine import import_target
 from dlcli.settings import BY_TARGET, leaves
 
 # the options of dlcli's own that a checkpoint may name, per group: exactly the targets of the
@@ -138,20 +139,12 @@ def _check_nested(path: tuple[str, ...], target: Any, allow: tuple[str, ...], wh
 
 def _find(target: str, key: str, where: str) -> Any:
     """What `target` names, found by importing along its path (only under modules already judged
-    allowed), never calling it."""
-    # the lookup Hydra builds with, so the check finds what building would; not hydra.utils.get_object,
-    # which logs a failed lookup on lines of its own
-    from hydra._internal.utils import _locate
-
-    try:
-        return _locate(target)
-    except Exception as exc:
-        cause = exc.__cause__ or exc
-        raise ConfigError(
-            f"{where}: its config builds {key}={target!r}, which cannot be imported "
-            f"({type(cause).__name__}: {first_line(cause)}); run dlcli from the folder that holds its "
-            "module, or put that folder on PYTHONPATH"
-        ) from None
+    allowed), never calling it: the lookup dlcli builds with, so the check finds what building would."""
+    return import_target(
+        target,
+        f"{where}: its config builds {key}",
+        "run dlcli from the folder that holds its module, or put that folder on PYTHONPATH",
+    )
 
 
 def _targets(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

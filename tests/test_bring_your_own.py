@@ -2,6 +2,7 @@
 `dlcli eval` reproduces each test accuracy; a checkpoint whose config builds anything else runs nothing."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -174,3 +175,36 @@ def test_a_checkpoint_whose_config_builds_anything_else_runs_nothing(
     proc = dlcli("eval", f"checkpoint={crafted}")
     assert_one_line_error(proc, "was refused", needle)
     assert not marker.exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_loader_in_the_folder_dlcli_runs_from_is_found_by_the_dlcli_script(tmp_path, cache_dir):
+    """`python -m` puts the working folder on sys.path; the `dlcli` script does not, so dlcli does."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "my_points.py").write_text(
+        "import torch\nfrom dlcli.data import Loaded\n\n\ndef load(seed=0):\n"
+        "    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(seed))\n    y = (x[:, 0] > 0).long()\n"
+        "    return Loaded(x, y, x[:50], y[:50], ('a', 'b'), [0.0, 0.0], [1.0, 1.0])\n"
+    )
+    script = shutil.which("dlcli")
+    assert script, "the dlcli script is installed with the package"
+    proc = subprocess.run(
+        [
+            script,
+            "train",
+            "data=custom",
+            "data._target_=my_points.load",
+            "trainer.epochs=1",
+            "trainer.progress=false",
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "DLCLI_CACHE": str(cache_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"

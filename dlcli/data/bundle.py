@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from dlcli.data.builtin import IMAGE_SETS
 from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
+from dlcli.machine import import_target
 from dlcli.settings import ImageDataSettings, ToyDataSettings, kwargs_of, target_of
 
 # keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
@@ -83,17 +84,13 @@ class DataBundle:
 
 def load_tables(spec, seed: int) -> Loaded:
     """Call the data option's loader: its config keys (less dlcli's batch keys) and, if it takes one, the seed."""
-    from hydra.utils import get_method
-
     target = target_of(spec)
     kwargs = {k: v for k, v in kwargs_of(spec).items() if k not in BATCH_KEYS}
-    try:
-        loader = get_method(target)
-    except Exception as exc:
-        raise ConfigError(
-            f"data._target_={target} cannot be imported ({str(exc).splitlines()[0]}); name a function "
-            "that returns dlcli.data.Loaded, in the folder you run dlcli from or on PYTHONPATH"
-        ) from None
+    loader = import_target(
+        target,
+        "data._target_",
+        "name a function that returns dlcli.data.Loaded, in the folder you run dlcli from or on PYTHONPATH",
+    )
     if "seed" in inspect.signature(loader).parameters and "seed" not in kwargs:
         kwargs["seed"] = seed  # a data option that fixes its own seed (a test split's, say) keeps it
     try:
