@@ -122,18 +122,44 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dlcli-cache")
 
 
+def dlcli_env(cache_dir: Path, **extra: str) -> dict:
+    """The environment tests run dlcli in: the session's data cache, unbuffered output, and no debug
+    switch from the developer's shell (it would turn one-line errors into tracebacks)."""
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **extra}
+    for key in ("DLCLI_DEBUG", "HYDRA_FULL_ERROR"):
+        env.pop(key, None)
+    return env
+
+
+def start_dlcli(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    """`dlcli ARGS` started, not waited for: for the tests that signal, stop or race it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlcli.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen, text: str) -> None:
+    """Read a started dlcli's output until a line holds `text`."""
+    for line in proc.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"never printed {text!r}: {proc.stderr.read()[-2000:]}")
+
+
 @pytest.fixture
 def dlcli(tmp_path, cache_dir):
     """Run `dlcli ARGS` in tmp_path; returns the CompletedProcess."""
 
     def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
-        full_env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
-        for key in ("DLCLI_DEBUG", "HYDRA_FULL_ERROR"):
-            full_env.pop(key, None)
         return subprocess.run(
             [sys.executable, "-m", "dlcli.cli", *args],
             cwd=cwd or tmp_path,
-            env=full_env,
+            env=dlcli_env(cache_dir, **(env or {})),
             capture_output=True,
             text=True,
             timeout=timeout,

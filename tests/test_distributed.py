@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST_TOY
+from conftest import FAST_TOY, start_dlcli, wait_for
 from dlcli.data import batches_per_epoch, load_data, share, train_batches
 from dlcli.distributed import check_devices, failure_line, place
 from dlcli.errors import ConfigError
@@ -179,24 +179,6 @@ def test_checkpoint_of_two_processes(runs, dlcli, tmp_path):
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["acc"] == summary(runs["two"])["test_acc"]
 
 
-def _start(args, cwd, env):
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlcli", "train", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(proc, text: str) -> None:
-    for line in proc.stdout:
-        if text in line:
-            return
-    raise AssertionError(f"never logged {text!r}: {proc.stderr.read()[-2000:]}")
-
-
 def _workers(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children if b"spawn" in Path(f"/proc/{c}/cmdline").read_bytes()]
@@ -209,8 +191,8 @@ def test_sigterm_then_a_killed_process_then_resume_ends_as_uninterrupted(runs):
     args = [*runs["args"], "trainer.devices=2", "hydra.run.dir=run"]
     run = where / "run"
 
-    proc = _start(args, where, env)
-    _wait_for(proc, "epoch 1/3")
+    proc = start_dlcli(["train", *args], where, env)
+    wait_for(proc, "epoch 1/3")
     proc.send_signal(signal.SIGTERM)  # to the launching process: it passes it on
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -220,9 +202,9 @@ def test_sigterm_then_a_killed_process_then_resume_ends_as_uninterrupted(runs):
     assert summary(run)["status"] == "interrupted"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no stray temp files
 
-    proc = _start([*args, "trainer.resume=auto"], where, env)
-    _wait_for(proc, "resumed from")
-    _wait_for(proc, "epoch 2/3")
+    proc = start_dlcli(["train", *args, "trainer.resume=auto"], where, env)
+    wait_for(proc, "resumed from")
+    wait_for(proc, "epoch 2/3")
     workers = _workers(proc.pid)
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGKILL)

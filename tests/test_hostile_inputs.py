@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST_TOY, assert_one_line_error
+from conftest import FAST_TOY, assert_one_line_error, dlcli_env, start_dlcli, wait_for
 from dlcli.data import folders, scan
 from dlcli.data.folders import load_image_folder
 from dlcli.data.tables import load_csv
@@ -268,25 +268,8 @@ def test_a_nan_label_in_a_csv_is_a_missing_label_not_a_class(cell, tmp_path):
 # --- the first signal ends every command within LIMIT seconds --------------------------------
 
 
-def _start(args: list[str], cwd: Path, cache_dir: Path, **env: str) -> subprocess.Popen:
-    full = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1", **env}
-    for key in ("DLCLI_DEBUG", "HYDRA_FULL_ERROR"):
-        full.pop(key, None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlcli.cli", *args],
-        cwd=cwd,
-        env=full,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(proc: subprocess.Popen, text: str) -> None:
-    for line in proc.stdout:
-        if text in line:
-            return
-    raise AssertionError(f"never printed {text!r}: {proc.stderr.read()[-2000:]}")
+def _started(args: list[str], cwd: Path, cache_dir: Path, **env: str) -> subprocess.Popen:
+    return start_dlcli(args, cwd, dlcli_env(cache_dir, **env))
 
 
 def _stop(proc: subprocess.Popen, signum: int = signal.SIGINT) -> str:
@@ -329,13 +312,13 @@ class Net(nn.Module):
 def test_a_read_blocked_on_a_fifo_in_two_threads_ends_at_the_first_signal(signum, tmp_path, cache_dir):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "my_nets.py").write_text(STUCK)
-    proc = _start(
+    proc = _started(
         ["train", *TOY, "model=custom", "model._target_=my_nets.Net", "hydra.run.dir=run"],
         tmp_path,
         cache_dir,
         STUCK_FIFO=str(tmp_path / "fifo"),
     )
-    _wait_for(proc, "blocked")
+    wait_for(proc, "blocked")
     time.sleep(0.2)  # into open()
     err = _stop(proc, signum)
     assert err.strip().splitlines() == ["dlcli: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else "")]
@@ -343,12 +326,12 @@ def test_a_read_blocked_on_a_fifo_in_two_threads_ends_at_the_first_signal(signum
 
 @pytest.mark.slow
 def test_a_sweep_ends_at_the_first_sigint_without_starting_the_next_job(tmp_path, cache_dir):
-    proc = _start(
+    proc = _started(
         ["train", "-m", *FAST_TOY, "trainer.epochs=500", "optimizer.lr=0.1,0.01,0.001", "hydra.sweep.dir=sweep"],
         tmp_path,
         cache_dir,
     )
-    _wait_for(proc, "epoch 1/")
+    wait_for(proc, "epoch 1/")
     err = _stop(proc)
     assert "SIGINT: stopped at epoch" in err
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0"]
@@ -375,7 +358,7 @@ def test_every_command_ends_at_the_first_signal_whatever_it_is_doing(
         "export": ["export", f"checkpoint={image_checkpoint}", "format=torchscript", f"out={tmp_path / 'm.pt'}"],
         "report": ["report", str(run), "--out", str(tmp_path / "report")],
     }[command]
-    proc = _start(args, tmp_path, cache_dir)
+    proc = _started(args, tmp_path, cache_dir)
     time.sleep(delay)
     err = _stop(proc, signum)
     assert err.strip().splitlines() == ["dlcli: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else "")]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import FAST_TOY, assert_one_line_error
+from conftest import FAST_TOY, assert_one_line_error, dlcli_env, start_dlcli, wait_for
 
 LONG = ["trainer.epochs=500", "data.n_samples=20000", "model.width=256", "trainer.progress=false"]
 
@@ -27,43 +27,14 @@ def snapshot(folder):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, cache_dir):
-    """A finished toy run, copied fresh for each test that may change it."""
-    where = tmp_path_factory.mktemp("finished")
-    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
-    subprocess.run(
-        [sys.executable, "-m", "dlcli.cli", "train", *FAST_TOY, "hydra.run.dir=run"],
-        cwd=where,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    return where / "run"
+def finished(toy_checkpoint):
+    """A finished toy run (the session's), copied fresh by `run` for each test that may change it."""
+    return toy_checkpoint.parent.parent
 
 
 @pytest.fixture
 def run(finished, tmp_path):
     return shutil.copytree(finished, tmp_path / "run")
-
-
-def start(tmp_path, cache_dir, *args):
-    env = {**os.environ, "DLCLI_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    env.pop("DLCLI_DEBUG", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlcli.cli", "train", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_epoch(proc):
-    for line in proc.stdout:
-        if line.startswith("epoch 1/"):
-            return
-    pytest.fail(proc.stderr.read())
 
 
 @pytest.mark.slow
@@ -136,9 +107,9 @@ def test_a_failed_resume_keeps_the_ok_summary_and_the_checkpoints(dlcli, run, ca
 
 @pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(dlcli, tmp_path, cache_dir):
-    first = start(tmp_path, cache_dir, *LONG, "hydra.run.dir=run")
+    first = start_dlcli(["train", *LONG, "hydra.run.dir=run"], tmp_path, dlcli_env(cache_dir))
     try:
-        wait_for_epoch(first)
+        wait_for(first, "epoch 1/")
         stop(first.pid)  # hold still: its folder must look the same before and after
         before = snapshot(tmp_path / "run")
         for extra in (["hydra.run.dir=run"], ["trainer.resume=auto", "hydra.run.dir=run"]):
@@ -168,9 +139,11 @@ def stop(pid: int) -> None:
 
 @pytest.mark.slow
 def test_a_sweep_and_its_jobs_hold_their_folders(dlcli, tmp_path, cache_dir):
-    first = start(tmp_path, cache_dir, "-m", *LONG, "optimizer.lr=0.001", "hydra.sweep.dir=sweep")
+    first = start_dlcli(
+        ["train", "-m", *LONG, "optimizer.lr=0.001", "hydra.sweep.dir=sweep"], tmp_path, dlcli_env(cache_dir)
+    )
     try:
-        wait_for_epoch(first)
+        wait_for(first, "epoch 1/")
         stop(first.pid)
         before = snapshot(tmp_path / "sweep")
         for args in (
