@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from dlcli import plots
-from dlcli.errors import DlcliError
+from dlcli.errors import DlcliError, first_line
 from dlcli.files import open_regular, write_atomic
 
 METRICS = ("best_val_acc", "test_acc", "final_train_loss")
@@ -94,7 +94,7 @@ def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise _unreadable(path, f"line {number} is not valid JSON ({str(exc).splitlines()[0]})") from None
+            raise _unreadable(path, f"line {number} is not valid JSON ({first_line(exc)})") from None
         wrong = [f for f in fields if not isinstance(row, dict) or not isinstance(row.get(f), (int, float))]
         if wrong:
             raise _unreadable(path, f"line {number} has no number {wrong[0]}")
@@ -113,7 +113,7 @@ def _read(path: Path, parse, kind: str):
     try:
         return parse(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise _unreadable(path, f"not valid {kind} ({str(exc).splitlines()[0]})") from None
+        raise _unreadable(path, f"not valid {kind} ({first_line(exc)})") from None
 
 
 def _unreadable(path: Path, reason: str) -> DlcliError:
