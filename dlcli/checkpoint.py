@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dlcli import __version__
-from dlcli.errors import CheckpointError, ConfigError
+from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.files import write_atomic
 from dlcli.settings import existing_checkpoint
 from dlcli.targets import check_targets
@@ -57,7 +57,7 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as exc:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); use another file, "
+            f"{first_line(exc)}); use another file, "
             "e.g. checkpoints/last.pt of the same run"
         ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
@@ -78,6 +78,24 @@ MOVED_TARGETS = {
     "dlcli.tabular.load_csv": "dlcli.data.tables.load_csv",
     "dlcli.tabular.load_arrays": "dlcli.data.tables.load_arrays",
 }
+# the penalties before regularization named what it builds: {name, strength, l1_ratio}
+OLD_PENALTIES = {
+    "none": ("dlcli.regularization.NoPenalty", ()),
+    "l1": ("dlcli.regularization.L1", ("strength",)),
+    "l2": ("dlcli.regularization.L2", ("strength",)),
+    "elastic": ("dlcli.regularization.ElasticNet", ("strength", "l1_ratio")),
+}
+
+
+def _moved(config: dict) -> dict:
+    """A config from before a move, in today's targets (exact names only, before the check)."""
+    data, penalty = config.get("data"), config.get("regularization")
+    if isinstance(data, dict) and data.get("_target_") in MOVED_TARGETS:
+        config = {**config, "data": {**data, "_target_": MOVED_TARGETS[data["_target_"]]}}
+    if isinstance(penalty, dict) and "_target_" not in penalty and penalty.get("name") in OLD_PENALTIES:
+        target, keys = OLD_PENALTIES[penalty["name"]]
+        config = {**config, "regularization": {"_target_": target, **{k: penalty[k] for k in keys if k in penalty}}}
+    return config
 
 
 def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
@@ -94,9 +112,7 @@ def config_to_rebuild(state: dict, path: str | Path, allow: list[str]) -> dict:
         )
     # where training was tracked matters to none of them, so the logger is neither checked nor built
     config = {key: value for key, value in config.items() if key != "logger"}
-    data = config.get("data")
-    if isinstance(data, dict) and data.get("_target_") in MOVED_TARGETS:  # exact names only, before the check
-        config["data"] = {**data, "_target_": MOVED_TARGETS[data["_target_"]]}
+    config = _moved(config)
     check_targets(config, allow, f"checkpoint {path}")
     for group in ("data", "trainer"):
         if not isinstance(config.get(group), dict):

@@ -17,7 +17,7 @@ from torch import nn
 
 from dlcli.data.folders import IMAGE_EXTENSIONS
 from dlcli.data.scan import Scan
-from dlcli.errors import ConfigError, DataError
+from dlcli.errors import ConfigError, DataError, first_line
 from dlcli.files import check_regular, open_regular
 from dlcli.machine import resolve_device
 from dlcli.settings import ImageFolderSettings, load_settings
@@ -238,7 +238,7 @@ def _table(path: Path, record: dict) -> tuple[list[str], torch.Tensor]:
 
 
 def _first(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _feature_count(x: torch.Tensor, record: dict, path: Path) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcli.errors import ConfigError
+from dlcli.errors import ConfigError, first_line
 from dlcli.machine import import_target
 from dlcli.settings import kwargs_of, target_of
 
@@ -57,7 +57,7 @@ def build_loss(spec) -> nn.Module:
         cause = exc.__cause__ or exc
         raise ConfigError(
             f"loss._target_={target_of(spec)} could not be built ({type(cause).__name__}: "
-            f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}); name a loss module "
+            f"{first_line(cause)}); name a loss module "
             "called as loss(logits, labels), e.g. dlcli.losses.CrossEntropy"
         ) from None
     if not isinstance(loss, nn.Module):  # a checkpoint's loss must be one (dlcli.targets): so is a run's

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
-from dlcli.errors import CheckpointError, ConfigError
+from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.files import kind
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
@@ -371,33 +371,41 @@ class HingeSettings:
 
 
 @dataclass
-class RegularizationSettings:
-    name: str = "none"  # none | l2 | l1 | elastic
-    strength: float = 0.0
+class NoPenaltySettings:
+    _target_: str = "dlcli.regularization.NoPenalty"  # no penalty
+
+
+@dataclass
+class L1Settings:
+    _target_: str = "dlcli.regularization.L1"  # strength * sum |W| over weight matrices and conv kernels (never biases)
+    strength: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+
+
+@dataclass
+class L2Settings:
+    _target_: str = "dlcli.regularization.L2"  # strength * sum ||W||_F^2 over weight matrices and conv kernels
+    strength: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+
+
+@dataclass
+class ElasticSettings:
+    _target_: str = "dlcli.regularization.ElasticNet"  # strength * (l1_ratio * sum |W| + (1 - l1_ratio) * sum W^2)
+    strength: float = 1e-4
     l1_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        _choice("regularization.name", self.name, ("none", "l2", "l1", "elastic"))
-        require(0.0 <= self.strength < math.inf, "regularization.strength", self.strength, "a number >= 0")
+        _check_strength(self.strength)
         require(0.0 <= self.l1_ratio <= 1.0, "regularization.l1_ratio", self.l1_ratio, "a number in [0, 1]")
 
 
-@dataclass
-class L1Settings(RegularizationSettings):
-    name: str = "l1"  # strength * sum |W| over weight matrices and conv kernels (never biases)
-    strength: float = 1e-5
-
-
-@dataclass
-class L2Settings(RegularizationSettings):
-    name: str = "l2"  # strength * sum ||W||_F^2 over weight matrices and conv kernels (never biases)
-    strength: float = 1e-4
-
-
-@dataclass
-class ElasticSettings(RegularizationSettings):
-    name: str = "elastic"  # strength * (l1_ratio * sum |W| + (1 - l1_ratio) * sum W^2), weights only
-    strength: float = 1e-4
+def _check_strength(strength: float) -> None:
+    require(0.0 <= strength < math.inf, "regularization.strength", strength, "a number >= 0")
 
 
 # --- optimizers: torch.optim classes, called with the parameter groups -------------------------------
@@ -689,7 +697,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "arrays": ArraysSettings,
     },
     "loss": {"cross_entropy": CrossEntropySettings, "nll": NLLSettings, "mse": MSESettings, "hinge": HingeSettings},
-    "regularization": {"none": RegularizationSettings, "l1": L1Settings, "l2": L2Settings, "elastic": ElasticSettings},
+    "regularization": {"none": NoPenaltySettings, "l1": L1Settings, "l2": L2Settings, "elastic": ElasticSettings},
     "optimizer": {
         "sgd": SGDSettings,
         "adam": AdamSettings,
@@ -732,7 +740,7 @@ class Settings:
     model: Any  # a model schema or Custom
     data: Any
     loss: Any
-    regularization: RegularizationSettings
+    regularization: Any  # a penalty schema or Custom
     optimizer: Any
     scheduler: Any  # a schedule schema, Custom, or None for a constant lr
     trainer: TrainerSettings
@@ -764,11 +772,7 @@ def load_settings(cfg: Any) -> Settings:
         model=_spec("model", raw["model"]),
         data=build(data_schema, data, "data") if data_schema else _spec("data", data),
         loss=_spec("loss", raw["loss"]),
-        regularization=build(
-            SCHEMAS["regularization"].get(raw["regularization"].get("name"), RegularizationSettings),
-            raw["regularization"],
-            "regularization",
-        ),
+        regularization=_spec("regularization", raw["regularization"]),
         optimizer=_spec("optimizer", raw["optimizer"]),
         scheduler=_spec("scheduler", raw["scheduler"]) if raw["scheduler"].get("_target_") else None,
         trainer=build(TrainerSettings, raw["trainer"], "trainer"),
@@ -782,6 +786,7 @@ TARGET_EXAMPLES = {
     "model": "my_nets.Net",
     "data": "my_data.load",
     "loss": "torch.nn.CrossEntropyLoss",
+    "regularization": "my_penalties.GroupLasso",
     "optimizer": "torch.optim.NAdam",
     "scheduler": "torch.optim.lr_scheduler.ExponentialLR",
     "logger": "my_logs.Printer",
@@ -861,7 +866,7 @@ def _to_dict(cfg: Any) -> dict:
         return OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
-        raise ConfigError(f"{key} could not be resolved: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{key} could not be resolved: {first_line(exc)}") from None
 
 
 def build(cls: type, section: dict, prefix: str) -> Any:

@@ -16,12 +16,14 @@ from torch import nn
 
 from dlcli.errors import ConfigError
 from dlcli.machine import import_target
+from dlcli.regularization import Penalty
 from dlcli.settings import BY_TARGET, leaves
 
 # the options of dlcli's own that a checkpoint may name, per group: exactly the targets of the
-# schemas of configs/model, configs/loss and configs/data; optimizers and schedules are torch's
+# schemas of configs/model, configs/loss, configs/regularization and configs/data; optimizers and
+# schedules are torch's
 BUILDABLE: dict[str, tuple[str, ...]] = {
-    **{group: tuple(BY_TARGET[group]) for group in ("model", "loss", "data")},
+    **{group: tuple(BY_TARGET[group]) for group in ("model", "loss", "regularization", "data")},
     "optimizer": (),
     "scheduler": (),
 }
@@ -32,6 +34,7 @@ SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.Red
 KINDS: dict[str, tuple[str, str, str | None, tuple[type, ...]]] = {
     "model": ("a model", "a torch.nn.Module class", "torch.nn", (nn.Module,)),
     "loss": ("a loss", "a torch.nn.Module class", "torch.nn", (nn.Module,)),
+    "regularization": ("a penalty", "a dlcli.regularization.Penalty class", None, (Penalty,)),
     "optimizer": ("an optimizer", "a torch.optim.Optimizer class", "torch.optim", (torch.optim.Optimizer,)),
     "scheduler": ("a schedule", "a torch.optim.lr_scheduler class", "torch.optim", SCHEDULERS),
     "data": ("a data loader", "a function that returns dlcli.data.Loaded", None, ()),

@@ -38,12 +38,11 @@ from dlcli.data.builtin import IMAGE_SETS, load_images  # noqa: E402
 from dlcli.losses import CrossEntropy  # noqa: E402
 from dlcli.models import build_model  # noqa: E402
 from dlcli.optim import build_optimizer, build_schedule  # noqa: E402
-from dlcli.regularization import Penalty  # noqa: E402
+from dlcli.regularization import NoPenalty  # noqa: E402
 from dlcli.settings import (  # noqa: E402
     AlexNetSettings,
     LeNetSettings,
     MLPSettings,
-    RegularizationSettings,
     SGDSettings,
     TrainerSettings,
 )
@@ -132,7 +131,7 @@ class Contenders:
             model=self.model,
             data=self.data,
             loss_fn=self.loss_fn,
-            penalty=Penalty(RegularizationSettings(), []),
+            penalty=NoPenalty([]),
             optimizer=self.optimizer,
             optimizer_target=SGDSettings._target_,
             schedule=build_schedule(None, self.optimizer, 1, steps),

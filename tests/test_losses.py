@@ -5,13 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import FAST_TOY
 from dlcli.errors import ConfigError
 from dlcli.losses import build_loss
 from dlcli.optim import build_optimizer
-from dlcli.regularization import Penalty, penalized_weights
-from dlcli.settings import SCHEMAS, Custom, RegularizationSettings, SGDSettings
+from dlcli.regularization import build_penalty, penalized_weights
+from dlcli.settings import SCHEMAS, Custom, SGDSettings
 
-LOSSES = ["cross_entropy", "nll", "mse", "hinge"]
+LOSSES = list(SCHEMAS["loss"])
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +82,12 @@ def tiny_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3))
 
 
+def penalty_of(name: str, net, l1_ratio: float = 0.5):
+    """The regularization option `name` at strength 0.3, built as dlcli train builds it."""
+    keys = {"l1_ratio": l1_ratio} if name == "elastic" else {}
+    return build_penalty(SCHEMAS["regularization"][name](strength=0.3, **keys), net)
+
+
 @pytest.mark.parametrize(
     "name,expected",
     [
@@ -93,14 +100,14 @@ def test_penalty_value_is_exact_and_counts_weights_only(name, expected):
     net = tiny_net()
     weights = penalized_weights(net)
     assert [tuple(w.shape) for w in weights] == [(2, 1, 3, 3), (3, 8)]  # no bias, no batch-norm scale
-    penalty = Penalty(RegularizationSettings(name, strength=0.3, l1_ratio=0.25), weights)
+    penalty = penalty_of(name, net, l1_ratio=0.25)
     assert penalty().item() == pytest.approx(expected(weights).item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("name", ["l2", "l1", "elastic"])
 def test_penalty_gradient_matches_central_differences_and_skips_biases(name):
     net = tiny_net()
-    penalty = Penalty(RegularizationSettings(name, strength=0.3, l1_ratio=0.5), penalized_weights(net))
+    penalty = penalty_of(name, net, l1_ratio=0.5)
     penalty().backward()
     for module in (net[0], net[3]):
         assert module.bias.grad is None or torch.count_nonzero(module.bias.grad) == 0
@@ -112,7 +119,7 @@ def test_penalty_gradient_matches_central_differences_and_skips_biases(name):
 
 def test_l2_gradient_is_two_lambda_w():
     net = tiny_net()
-    Penalty(RegularizationSettings("l2", strength=0.3), penalized_weights(net))().backward()
+    penalty_of("l2", net)().backward()
     assert torch.allclose(net[3].weight.grad, 2 * 0.3 * net[3].weight)
 
 
@@ -132,3 +139,39 @@ def test_a_loss_target_that_builds_no_module_is_one_line():
         build_loss(Custom("builtins.dict", {}))
     assert "loss._target_=builtins.dict built a dict, not a torch.nn.Module" in str(info.value)
     assert isinstance(build_loss(Custom("torch.nn.CrossEntropyLoss", {"label_smoothing": 0.1})), nn.Module)
+
+
+def test_a_penalty_target_that_is_no_penalty_class_is_one_line():
+    for target in ("builtins.dict", "torch.nn.Linear"):
+        with pytest.raises(ConfigError) as info:
+            build_penalty(Custom(target, {}), tiny_net())
+        assert f"regularization._target_={target} is invalid: it is not a subclass of dlcli.regularization.Penalty" in (
+            str(info.value)
+        )
+    with pytest.raises(ConfigError, match=r"regularization._target_=dlcli.regularization.L2 could not be built"):
+        build_penalty(Custom("dlcli.regularization.L2", {"strenght": 0.1}), tiny_net())
+
+
+def test_a_penalty_of_your_own_is_trained_with(dlcli, tmp_path):
+    """regularization._target_ names a Penalty subclass in the run's folder; training adds it to the loss."""
+    (tmp_path / "my_penalties.py").write_text(
+        "from dlcli.regularization import Penalty\n"
+        "class Counted(Penalty):\n"
+        "    calls = 0\n"
+        "    def __init__(self, weights, strength):\n"
+        "        super().__init__(weights, l2=strength)\n"
+        "    def __call__(self):\n"
+        "        Counted.calls += 1\n"
+        "        open('calls.txt', 'w').write(str(Counted.calls))\n"
+        "        return super().__call__()\n"
+    )
+    proc = dlcli(
+        "train",
+        *FAST_TOY,
+        "trainer.epochs=1",
+        "regularization._target_=my_penalties.Counted",
+        "+regularization.strength=0.01",
+        "hydra.run.dir=run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int((tmp_path / "calls.txt").read_text()) >= 5  # every optimizer step of the epoch

@@ -16,8 +16,8 @@ from dlcli.errors import DlcliError
 from dlcli.losses import build_loss
 from dlcli.models import build_model
 from dlcli.optim import build_optimizer, build_schedule
-from dlcli.regularization import Penalty, penalized_weights
-from dlcli.settings import ACTIVATIONS, load_settings
+from dlcli.regularization import build_penalty
+from dlcli.settings import ACTIVATIONS, SCHEMAS, load_settings
 
 
 def compose_train(overrides: list[str]):
@@ -30,7 +30,7 @@ valid_configs = st.fixed_dictionaries(
         "model": st.sampled_from(["mlp", "lenet", "alexnet"]),
         "activation": st.sampled_from(ACTIVATIONS),
         "loss": st.sampled_from(["cross_entropy", "nll", "mse", "hinge"]),
-        "regularization": st.sampled_from(["none", "l2", "l1", "elastic"]),
+        "regularization": st.sampled_from(list(SCHEMAS["regularization"])),
         "optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "adagrad"]),
         "scheduler": st.sampled_from(["none", "step", "cosine", "onecycle", "plateau"]),
         "batch_norm": st.booleans(),
@@ -52,7 +52,7 @@ def test_any_valid_combination_takes_a_training_step(choice):
     torch.manual_seed(0)
     shape, classes = data_shape(s.data)
     model = build_model(s.model, shape, classes)
-    loss_fn, penalty = build_loss(s.loss), Penalty(s.regularization, penalized_weights(model))
+    loss_fn, penalty = build_loss(s.loss), build_penalty(s.regularization, model)
     optimizer = build_optimizer(s.optimizer, model, torch.device("cpu"))
     schedule = build_schedule(s.scheduler, optimizer, epochs=2, steps_per_epoch=3)
     x, y = torch.randn(8, *shape), torch.arange(8) % classes

@@ -144,6 +144,28 @@ def test_a_checkpoint_from_before_the_move_evals_predicts_exports_and_resumes(dl
     assert json.loads((tmp_path / "re" / "summary.json").read_text())["epochs"] == 3
 
 
+@pytest.mark.parametrize(
+    "old,schema,keys",
+    [
+        ({"name": "none", "strength": 0.0, "l1_ratio": 0.5}, "none", {}),
+        ({"name": "l1", "strength": 0.2, "l1_ratio": 0.5}, "l1", {"strength": 0.2}),
+        ({"name": "l2", "strength": 0.3, "l1_ratio": 0.5}, "l2", {"strength": 0.3}),
+        ({"name": "elastic", "strength": 0.4, "l1_ratio": 0.25}, "elastic", {"strength": 0.4, "l1_ratio": 0.25}),
+    ],
+)
+def test_a_penalty_stored_by_name_is_rebuilt_by_its_target(old, schema, keys):
+    """Before regularization named what it builds, checkpoints stored {name, strength, l1_ratio}."""
+    import torch
+
+    from dlcli.checkpoint import config_to_rebuild
+    from dlcli.settings import SCHEMAS, load_settings
+
+    state = torch.load(REPO / "tests" / "fixtures" / "premove_toy_mlp.pt", weights_only=True)
+    state["config"]["regularization"] = old
+    settings = load_settings(config_to_rebuild(state, "old.pt", []))
+    assert settings.regularization == SCHEMAS["regularization"][schema](**keys)
+
+
 def test_the_data_sources_import_each_other_not_the_face():
     """dlcli.data resolves its names lazily (so a path check answers before torch); a source module
     going through that face would hide a real dependency from the walk above."""

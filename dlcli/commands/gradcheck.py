@@ -123,7 +123,7 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     from dlcli.data import data_shape
     from dlcli.losses import build_loss
     from dlcli.models import build_model
-    from dlcli.regularization import Penalty, penalized_weights
+    from dlcli.regularization import build_penalty
 
     settings = load_settings(cfg)
     g = cfg.gradcheck
@@ -137,7 +137,7 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     model.eval()
     x = torch.randn(g.batch, *shape, dtype=torch.float64)
     y = torch.arange(g.batch) % classes
-    penalty = Penalty(settings.regularization, penalized_weights(model))
+    penalty = build_penalty(settings.regularization, model)
     results, atol, min_grad = check_gradients(
         model, build_loss(settings.loss), penalty, x, y, g.samples, g.h, g.tolerance, g.atol, g.min_grad
     )
@@ -158,7 +158,7 @@ def print_results(results: list[TensorCheck], settings, g, atol: float, min_grad
 
     title = (
         f"gradient check: {short_name(settings.model)} ({getattr(settings.model, 'activation', 'relu')}), "
-        f"loss {short_name(settings.loss)}, regularization {settings.regularization.name}; float64, "
+        f"loss {short_name(settings.loss)}, regularization {short_name(settings.regularization)}; float64, "
         f"h={g.h:g}, batch {g.batch}, tolerance {g.tolerance:g}"
     )
     table = Table(title=title)

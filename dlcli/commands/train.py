@@ -70,7 +70,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     from dlcli.losses import build_loss
     from dlcli.models import count_parameters, on_device
     from dlcli.optim import build_optimizer, build_schedule
-    from dlcli.regularization import Penalty, penalized_weights
+    from dlcli.regularization import build_penalty
     from dlcli.trainer import Progress, Trainer, evaluate
 
     t = settings.trainer
@@ -106,7 +106,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     loss_fn = build_loss(settings.loss)
     optimizer = build_optimizer(settings.optimizer, model, device)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size, world.size)
-    penalty = Penalty(settings.regularization, penalized_weights(model))
+    penalty = build_penalty(settings.regularization, model)
     flow = None
     if t.diagnostics and world.main:
         from dlcli.diagnostics import GradientFlow
