@@ -15,6 +15,7 @@ import torch
 from dlcli import __version__
 from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.files import write_atomic
+from dlcli.layout import CHECKPOINTS, EXAMPLE, LAST
 from dlcli.settings import existing_checkpoint
 from dlcli.targets import check_targets
 
@@ -38,7 +39,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if head != b"PK\x03\x04":  # torch.save writes zip archives (since torch 1.6); a damaged one still starts so
         raise CheckpointError(
             f"checkpoint {path} is not a checkpoint (not a file torch.save wrote); pass a .pt file "
-            "that dlcli train wrote, e.g. outputs/<run>/checkpoints/best.pt"
+            f"that dlcli train wrote, e.g. {EXAMPLE}"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -52,13 +53,13 @@ def load_checkpoint(path: str | Path) -> dict:
             ) from None
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a checkpoint ({reason[0] if reason else exc}); "
-            "use another file, e.g. checkpoints/last.pt of the same run"
+            f"use another file, e.g. {CHECKPOINTS}/{LAST} of the same run"
         ) from None
     except Exception as exc:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a checkpoint ({type(exc).__name__}: "
             f"{first_line(exc)}); use another file, "
-            "e.g. checkpoints/last.pt of the same run"
+            f"e.g. {CHECKPOINTS}/{LAST} of the same run"
         ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
         raise CheckpointError(f"{path} is not a dlcli checkpoint (it lacks {', '.join(REQUIRED)})")

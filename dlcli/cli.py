@@ -14,18 +14,19 @@ import sys
 from dlcli import __version__, interrupts
 from dlcli.completion import shell_completion
 from dlcli.errors import DlcliError
+from dlcli.layout import EXAMPLE
 
 COMMANDS = {
     "train": ("dlcli.commands.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
-    "eval": ("dlcli.commands.eval", "evaluate a checkpoint:  dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt"),
+    "eval": ("dlcli.commands.eval", f"evaluate a checkpoint:  dlcli eval checkpoint={EXAMPLE}"),
     "report": ("dlcli.commands.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
     "predict": (
         "dlcli.commands.predict",
-        "classify new inputs:  dlcli predict checkpoint=<run>/checkpoints/best.pt inputs=DIR",
+        f"classify new inputs:  dlcli predict checkpoint={EXAMPLE} inputs=DIR",
     ),
     "export": (
         "dlcli.commands.export",
-        "ONNX or TorchScript:  dlcli export checkpoint=<run>/checkpoints/best.pt format=onnx",
+        f"ONNX or TorchScript:  dlcli export checkpoint={EXAMPLE} format=onnx",
     ),
     "gradcheck": (
         "dlcli.commands.gradcheck",
@@ -244,16 +245,27 @@ def unknown_key_message(exc: BaseException, command: str, overrides: list[str]) 
     near = difflib.get_close_matches(name, allowed, n=1)
     prefix = "".join(p + "." for p in path)
     hint = f"did you mean {prefix}{near[0]}? " if near else ""
-    if len(path) == 1 and allowed == ["_target_"] and node["_target_"] is None:  # logger=none, scheduler=none
+    if len(path) == 1 and allowed == ["_target_"]:  # logger=none, scheduler=none, regularization=none
+        having = _options_with(path[0], name)
         return (
             f"{key} is not a key: the {path[0]} option chosen has no keys; choose one that does first, e.g. "
-            f"{path[0]}=<option> {key}=..."
+            f"{path[0]}={'|'.join(having) if having else '<option>'} {key}=..."
         )
     if len(path) > 1:  # a section inside an option, e.g. trainer.early_stopping
         return f"{key} is not a key of {prefix[:-1]}; {hint}its keys are: {', '.join(allowed)}"
     if path:
         return f"{key} is not a key of {prefix[:-1]}; {hint}the keys of this {path[0]} option are: {', '.join(allowed)}"
     return f"{key} is not a config group or key; {hint}the groups and keys are: {', '.join(allowed)}"
+
+
+def _options_with(group: str, key: str) -> list[str]:
+    """The options of a group whose schema has `key`."""
+    import dataclasses
+
+    from dlcli.settings import SCHEMAS
+
+    options = SCHEMAS.get(group, {})
+    return [name for name, cls in options.items() if key in {f.name for f in dataclasses.fields(cls)}]
 
 
 def _compose_without(command: str, overrides: list[str]) -> dict | None:

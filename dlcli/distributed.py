@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from dlcli import interrupts
 from dlcli.errors import ConfigError, DlcliError, Interrupted, ProcessesFailed, first_line
+from dlcli.layout import last_checkpoint
 from dlcli.machine import resolve_device
 
 log = logging.getLogger("dlcli")
@@ -376,7 +377,7 @@ def failure_line(failures: dict, resume: str, run_dir: Path) -> str:
         f"process rank {r} (pid {f.pid}) was killed by {signal.Signals(-f.exitcode).name}; the other processes "
         "were stopped"
     )
-    if (run_dir / "checkpoints" / "last.pt").exists():
+    if last_checkpoint(run_dir).exists():
         return f"{what}; continue from the last checkpoint with: {resume}"
     return f"{what} before the first checkpoint; start again with the same command"
 
@@ -385,7 +386,7 @@ def _interrupted(signum: int, run_dir: Path, resume: str) -> Interrupted:
     """The Interrupted error for a signal the launcher received: where last.pt stopped."""
     import torch
 
-    last = run_dir / "checkpoints" / "last.pt"
+    last = last_checkpoint(run_dir)
     if not last.exists():  # stopped while starting: no checkpoint, nothing to resume
         return Interrupted(int(signum), 0, 0, saved=False)
     state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)

@@ -1,5 +1,7 @@
 """Errors a user can fix. They are printed as one line, without a traceback."""
 
+from dlcli.layout import CHECKPOINTS, LAST
+
 
 def first_line(exc: BaseException) -> str:
     """An exception's first non-blank line, for a one-line message (its type's name if it has none)."""
@@ -58,7 +60,7 @@ class Interrupted(DlcliError):
             )
             return
         super().__init__(
-            f"{name}: stopped at epoch {epoch}, step {step} with checkpoints/last.pt saved"
+            f"{name}: stopped at epoch {epoch}, step {step} with {CHECKPOINTS}/{LAST} saved"
             + (f"; resume with: {resume}" if resume else "")
         )
 

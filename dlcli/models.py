@@ -16,18 +16,21 @@ from dlcli.errors import ConfigError, first_line
 from dlcli.machine import import_target
 from dlcli.settings import kwargs_of, target_of
 
+# h = g(a): each of settings.ACTIVATIONS, the nonlinearity g it names
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,  # slope 0.01 for a < 0
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "gelu": nn.GELU,
+}
+
 
 def make_activation(name: str) -> nn.Module:
     """h = g(a) for the configured nonlinearity g."""
-    return {
-        "sigmoid": nn.Sigmoid,
-        "tanh": nn.Tanh,
-        "relu": nn.ReLU,
-        "leaky_relu": nn.LeakyReLU,  # slope 0.01 for a < 0
-        "elu": nn.ELU,
-        "softplus": nn.Softplus,
-        "gelu": nn.GELU,
-    }[name]()
+    return ACTIVATION_LAYERS[name]()
 
 
 class Dense(nn.Module):
@@ -334,17 +337,21 @@ def _try_one_batch(model: nn.Module, target: str, input_shape: tuple[int, ...], 
         )
 
 
+# each of settings.INITS but "default" (torch's own initialization): how it fills a weight
+WEIGHT_FILLS = {
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "normal": lambda w: nn.init.normal_(w, std=0.01),
+}
+
+
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Re-initialize weight matrices and kernels by `scheme`; biases start at zero."""
     if scheme == "default":
         return
-    fill = {
-        "xavier_uniform": nn.init.xavier_uniform_,
-        "xavier_normal": nn.init.xavier_normal_,
-        "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
-        "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
-        "normal": lambda w: nn.init.normal_(w, std=0.01),
-    }[scheme]
+    fill = WEIGHT_FILLS[scheme]
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             fill(module.weight)

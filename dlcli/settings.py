@@ -20,6 +20,7 @@ from typing import Any, List, Optional, Union
 
 from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.files import kind
+from dlcli.layout import BEST, EXAMPLE
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
@@ -29,6 +30,7 @@ SEQUENCES = ("rows", "pixels")
 TOY_SETS = ("spirals", "moons", "circles", "xor")
 IMAGE_SETS = ("mnist", "fashion_mnist", "cifar10")
 MONITORS = ("val_acc", "val_loss")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # N: a GPU's index
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -54,13 +56,11 @@ def existing_checkpoint(path: str, key: str) -> Path:
     if where.exists() and not where.is_file() and not where.is_dir():  # never opened: a FIFO's read waits forever
         raise CheckpointError(
             f"{key}: {where} is a {kind(where.stat().st_mode)}, not a regular file; pass the "
-            f"checkpoint .pt file, e.g. {key}=outputs/<run>/checkpoints/best.pt"
+            f"checkpoint .pt file, e.g. {key}={EXAMPLE}"
         )
     if not where.is_file():
         what = "is a folder" if where.is_dir() else "does not exist"
-        raise CheckpointError(
-            f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. {key}=outputs/<run>/checkpoints/best.pt"
-        )
+        raise CheckpointError(f"{key}: {where} {what}; pass the checkpoint .pt file, e.g. {key}={EXAMPLE}")
     return where
 
 
@@ -589,17 +589,15 @@ class TrainerSettings:
             self.eval_batch_size,
             "an integer in [1, 1000000]",
         )
-        device_ok = self.device in ("auto", "cpu", "cuda") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        )
-        require(device_ok, "trainer.device", self.device, "auto, cpu, cuda or cuda:N")
+        device_ok = self.device in DEVICES[:-1] or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        require(device_ok, "trainer.device", self.device, f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
         require(0 <= self.seed < 2**63, "trainer.seed", self.seed, "an integer >= 0")
         require(0 <= self.threads <= 1024, "trainer.threads", self.threads, "an integer >= 0 (0 = one per core)")
         require(
             0.0 < self.val_fraction < 1.0,
             "trainer.val_fraction",
             self.val_fraction,
-            "a fraction in (0, 1): best.pt is chosen on the validation split",
+            f"a fraction in (0, 1): {BEST} is chosen on the validation split",
         )
         _choice("trainer.monitor", self.monitor, MONITORS)
         require(self.log_every >= 1, "trainer.log_every", self.log_every, "an integer >= 1")

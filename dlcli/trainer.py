@@ -25,6 +25,7 @@ from dlcli.diagnostics import GradientFlow
 from dlcli.distributed import World
 from dlcli.errors import DivergedError, Interrupted
 from dlcli.files import write_metrics
+from dlcli.layout import BEST, LAST, checkpoint_dir
 from dlcli.loggers import Logger
 from dlcli.machine import process_age
 from dlcli.optim import Schedule, load_optimizer_state, optimizer_state
@@ -95,7 +96,7 @@ class Trainer:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return checkpoint_dir(self.run_dir)
 
     def fit(self) -> Progress:
         """Train to trainer.epochs. SIGINT/SIGTERM stop at the next step boundary with last.pt saved."""
@@ -140,8 +141,8 @@ class Trainer:
                 )
                 if self.progress.improved(s.monitor, row[s.monitor]):
                     self.progress.best_value, self.progress.best_epoch = row[s.monitor], epoch
-                    self.save("best.pt")  # before last.pt: a kill in between redoes this epoch, same result
-                self.save("last.pt")
+                    self.save(BEST)  # before last.pt: a kill in between redoes this epoch, same result
+                self.save(LAST)
                 if self.world.main:
                     write_metrics(self.run_dir, self.progress.history)
                     self.logger.log_epoch(row)
@@ -154,8 +155,8 @@ class Trainer:
                     self.progress.epoch,
                     self.progress.history[-1][s.monitor],
                 )
-                self.save("best.pt")
-                self.save("last.pt")
+                self.save(BEST)
+                self.save(LAST)
         return self.progress
 
     @property
@@ -230,7 +231,7 @@ class Trainer:
                 stop = flush()
             if (due or stop) and b < n_batches - 1:
                 p.in_epoch = {**part, "batch": b + 1}
-                self.save("last.pt")
+                self.save(LAST)
                 if stop:
                     bar.close()
                     raise Interrupted(stop, epoch, p.step)
@@ -248,7 +249,7 @@ class Trainer:
                 step = self.progress.step - len(losses) + i + 1
                 before = [v for v in losses[:i] if math.isfinite(v)]
                 last = f"{before[-1]:.4g}" if before else "none in this window"
-                kept = self.checkpoint_dir / "last.pt"
+                kept = self.checkpoint_dir / LAST
                 kept_msg = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written"
                 raise DivergedError(
                     f"loss became {value} at epoch {epoch}, step {step} (last finite loss {last}); "

@@ -58,12 +58,17 @@ def test_path_errors_are_answered_before_torch_is_imported(dlcli, tmp_path, keep
         ("trainer.batch_size=0", "trainer.batch_size=0 is invalid"),
         ("model.activation=swish", "model.activation='swish' is invalid: choose one of sigmoid, tanh, relu"),
         ("model.width=[8,8,8]", "model.width=[8, 8, 8] is invalid: a list needs one width per hidden layer"),
-        ("regularization.strength=-0.5", "regularization.strength=-0.5 is invalid"),
+        ("regularization=elastic regularization.strength=-0.5", "regularization.strength=-0.5 is invalid"),
+        # regularization=none has no strength to set: a penalty the run would silently not apply
+        (
+            "regularization.strength=0.1",
+            "option chosen has no keys; choose one that does first, e.g. regularization=l1|l2|elastic",
+        ),
         ("trainer.device=gpu", "trainer.device='gpu' is invalid: auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_invalid_value_is_one_line_naming_key_value_and_rule(dlcli, tmp_path, keepsake, override, needle):
-    proc = dlcli("train", override)
+    proc = dlcli("train", *override.split())
     assert_one_line_error(proc, needle)
     assert snapshot(tmp_path) == keepsake
 

@@ -12,6 +12,7 @@ from dlcli import plots
 from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError
 from dlcli.files import write_json
+from dlcli.layout import EXAMPLE
 from dlcli.machine import resolve_device, set_threads, versions
 from dlcli.settings import (
     ImageDataSettings,
@@ -37,7 +38,7 @@ ACCEPTED = ("checkpoint", "split", "allow", "data.root", "trainer.device", "trai
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
-        raise ConfigError("checkpoint is required: dlcli eval checkpoint=outputs/<run>/checkpoints/best.pt")
+        raise ConfigError(f"checkpoint is required: dlcli eval checkpoint={EXAMPLE}")
     unused = [
         key
         for key, _ in leaves(OmegaConf.to_container(cfg))

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlcli.commands.guard import run_guarded
 from dlcli.errors import CheckFailed, ConfigError, first_line
 from dlcli.files import write_atomic
+from dlcli.layout import EXAMPLE
 from dlcli.machine import optional_package, set_threads
 from dlcli.settings import allow_list, existing_checkpoint, require
 
@@ -34,9 +35,7 @@ def main(cfg: DictConfig) -> dict:
 
 def export(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
-        raise ConfigError(
-            "checkpoint is required: dlcli export checkpoint=outputs/<run>/checkpoints/best.pt format=onnx"
-        )
+        raise ConfigError(f"checkpoint is required: dlcli export checkpoint={EXAMPLE} format=onnx")
     require(cfg.format in SUFFIX, "format", cfg.format, "onnx or torchscript")
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")
     out = Path(cfg.out).expanduser() if cfg.out else path.with_suffix(SUFFIX[cfg.format])

@@ -17,6 +17,7 @@ from dlcli import interrupts
 from dlcli.distributed import agree_on_folder, leave, lost_contact, lost_contact_line, place, rank
 from dlcli.errors import ConfigError, DivergedError, DlcliError, Interrupted, ProcessesFailed, one_line
 from dlcli.files import hold, holds, open_regular, release, remove_temporaries, taken_empty, undo, write_json
+from dlcli.layout import CHECKPOINTS, checkpoint_dir
 
 
 def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -187,7 +188,7 @@ class RunFolder(Callback):
             print(f"dlcli: error: {one_line(exc)}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
         if continues:  # a killed run's half-written files: no other process writes here now
-            remove_temporaries(folder, "checkpoints")
+            remove_temporaries(folder, CHECKPOINTS)
 
 
 def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str | None:
@@ -231,7 +232,7 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
 def _holds_a_dlcli_run(folder: Path) -> bool:
     """Hydra's .hydra/ with a dlcli train config in it, or dlcli's checkpoints: another Hydra app's run
     folder has a .hydra/ too, and is no run for trainer.resume=auto to continue."""
-    if (folder / "checkpoints").is_dir():
+    if checkpoint_dir(folder).is_dir():
         return (folder / ".hydra").is_dir()
     try:
         with open_regular(folder / ".hydra" / "config.yaml") as f:

@@ -14,8 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 from dlcli.commands.guard import run_guarded
 from dlcli.errors import ConfigError, DataError
 from dlcli.files import write_atomic
+from dlcli.layout import EXAMPLE
 from dlcli.machine import set_threads
-from dlcli.settings import ImageFolderSettings, allow_list, check_max_pixels, existing_checkpoint, require
+from dlcli.settings import (
+    ImageFolderSettings,
+    TrainerSettings,
+    allow_list,
+    check_max_pixels,
+    existing_checkpoint,
+    require,
+)
 
 log = logging.getLogger("dlcli")
 
@@ -27,12 +35,13 @@ def main(cfg: DictConfig) -> list:
 
 def predict(cfg: DictConfig) -> list[dict]:
     for key, example in (
-        ("checkpoint", "checkpoint=outputs/<run>/checkpoints/best.pt"),
+        ("checkpoint", f"checkpoint={EXAMPLE}"),
         ("inputs", "inputs=my_digits/ (an image, a folder of images, an .npy or a .csv)"),
     ):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise ConfigError(f"{key} is required: dlcli predict {example}")
     top_k, batch_size = cfg.top_k, cfg.trainer.eval_batch_size
+    batch_size = TrainerSettings.eval_batch_size if batch_size is None else batch_size
     require(
         isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1,
         "top_k",

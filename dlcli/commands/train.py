@@ -19,6 +19,7 @@ from dlcli.data.builtin import check_sources
 from dlcli.distributed import join, launch, place
 from dlcli.errors import ConfigError, Interrupted
 from dlcli.files import write_json
+from dlcli.layout import BEST, checkpoint_dir, last_checkpoint
 from dlcli.loggers import Logger, build_logger, finishing, start_tracking
 from dlcli.machine import peak_rss_mb, resolve_device, set_threads, versions
 from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
@@ -121,7 +122,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     progress = Progress()
     if resume_state is not None:
         progress = Progress.saved(resume_state)
-        if resume_path.resolve().parent != (run_dir / "checkpoints").resolve():
+        if resume_path.resolve().parent != checkpoint_dir(run_dir).resolve():
             # another run's checkpoint, into this folder: its best.pt is not here, so, as Lightning's
             # ModelCheckpoint does in a new dirpath, the best is the best epoch trained here (Trainer.fit)
             progress = dataclasses.replace(progress, best_epoch=0, best_value=None)
@@ -170,7 +171,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             raise
 
         world.barrier()  # rank 0 has written best.pt
-        best_path = trainer.checkpoint_dir / "best.pt"
+        best_path = trainer.checkpoint_dir / BEST
         load_weights(model, load_checkpoint(best_path), best_path)
         test = evaluate(model, data, "test", loss_fn, t.eval_batch_size, trainer.autocast, world)
         best_row = progress.history[progress.best_epoch - 1]
@@ -233,7 +234,7 @@ def _resume_checkpoint(resume: str | None, run_dir: Path, load):
     if resume is None:
         return None, None
     if resume == "auto":
-        path = run_dir / "checkpoints" / "last.pt"
+        path = last_checkpoint(run_dir)
         if not path.exists():
             log.info(f"trainer.resume=auto: no {path} yet, starting from scratch")
             return None, None
