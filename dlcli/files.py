@@ -218,6 +218,13 @@ def release(folder: Path) -> None:
         os.close(held.fd)
 
 
+def release_all() -> None:
+    """Drop every folder this process holds, as its exit would: for a caller that runs dlcli
+    commands one after another in one process."""
+    for folder in list(_held):
+        release(folder)
+
+
 # write_atomic's temporaries: .NAME. + mkstemp's 8 random characters + .tmp
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 

@@ -1,4 +1,4 @@
-"""Shared helpers: run the real `dlcli` in a subprocess, compose configs, find the MNIST files."""
+"""Shared helpers: run the real `dlcli` (in this process, or in a subprocess where the process is the point), compose configs, find the MNIST files."""
 
 import hashlib
 import json
@@ -151,15 +151,81 @@ def wait_for(proc: subprocess.Popen, text: str) -> None:
     raise AssertionError(f"never printed {text!r}: {proc.stderr.read()[-2000:]}")
 
 
+def run_in_process(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """`dlcli ARGS` called in this process, as `python -m dlcli` would run it, and everything it may
+    change put back: the folder, the environment, sys.argv and sys.path, the modules of the user's
+    own files it imported, the run folders it holds, torch's threads and default dtype, the logging Hydra set up, and Hydra's global state. It
+    saves the second or two a new process spends importing torch and Hydra."""
+    import contextlib
+    import io
+    import logging
+    import traceback
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from dlcli.cli import main
+    from dlcli.files import release_all
+
+    saved_env, saved_argv, saved_path, saved_modules = (
+        dict(os.environ),
+        list(sys.argv),
+        list(sys.path),
+        set(sys.modules),
+    )
+    loggers = [logging.getLogger(name) for name in ("", "dlcli", "hydra")]
+    saved_logging = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    threads, dtype, here = torch.get_num_threads(), torch.get_default_dtype(), os.getcwd()
+    torch.set_default_dtype(torch.float32)  # as a new process starts
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except BaseException:  # as the interpreter would: the traceback on stderr, exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv[:], sys.path[:] = saved_argv, saved_path
+        for name in set(sys.modules) - saved_modules:  # a user's my_nets.py: the next test has its own
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if not file.startswith((sys.prefix, sys.base_prefix, str(REPO))):
+                del sys.modules[name]
+        for lg, handlers, level, propagate in saved_logging:
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+        release_all()  # the run folders' locks, which the process's exit would drop
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+    return subprocess.CompletedProcess(["dlcli", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def dlcli(tmp_path, cache_dir):
-    """Run `dlcli ARGS` in tmp_path; returns the CompletedProcess."""
+    """Run `dlcli ARGS` in tmp_path; returns the CompletedProcess. In this process unless the test
+    is about the process itself (process=True: exit codes from signals, what it imports, hangs) or
+    runs it on another Python path (env with PYTHONPATH)."""
 
-    def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300, process: bool = False):
+        environment = dlcli_env(cache_dir, **(env or {}))
+        if not process and "PYTHONPATH" not in (env or {}):
+            return run_in_process(list(args), cwd or tmp_path, environment)
         return subprocess.run(
             [sys.executable, "-m", "dlcli.cli", *args],
             cwd=cwd or tmp_path,
-            env=dlcli_env(cache_dir, **(env or {})),
+            env=environment,
             capture_output=True,
             text=True,
             timeout=timeout,

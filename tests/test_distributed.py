@@ -259,7 +259,7 @@ def test_a_sweep_of_two_process_jobs(dlcli, tmp_path):
 def test_a_group_that_cannot_form_times_out_in_one_line(dlcli, tmp_path):
     env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
     started = time.monotonic()
-    proc = dlcli("train", *_toy(), "trainer.dist_timeout=1", env=env)
+    proc = dlcli("train", *_toy(), "trainer.dist_timeout=1", env=env, process=True)
     assert time.monotonic() - started < 30
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "did not form a group within trainer.dist_timeout=1 s" in proc.stderr

@@ -186,7 +186,7 @@ def test_a_fifo_given_as_a_file_is_refused_without_being_opened(command, dlcli, 
     fifo = tmp_path / "pipe"
     suffix = next(a.split("{fifo}")[1] for a in command if "{fifo}" in a)
     os.mkfifo(f"{fifo}{suffix}")
-    proc = dlcli(*[a.format(fifo=fifo) for a in command], timeout=60)
+    proc = dlcli(*[a.format(fifo=fifo) for a in command], timeout=60, process=True)  # a hang fails, not waits
     assert_one_line_error(proc, f"{fifo}{suffix}", "is a FIFO, not a regular file")
 
 
