@@ -115,6 +115,39 @@ def process_age() -> float | None:
     return round(age, 2) if age >= 0 else None  # negative: the two clocks disagree (some containers)
 
 
+def available_memory() -> int:
+    """Bytes of RAM the kernel could give without swapping (Linux's MemAvailable), else the free pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            line = next(line for line in f if line.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_anon(pid: int | str = "self") -> int | None:
+    """A process's anonymous resident memory in bytes (Linux's RssAnon): its own memory, not the
+    page cache of the files it maps. None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next(line for line in f if line.startswith("RssAnon:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def peak_rss_anon(proc: Any, every: float = 0.01) -> int:
+    """The highest RssAnon (bytes) of a running subprocess.Popen, sampled every `every` seconds until
+    it exits (the kernel keeps no peak of it): for the bench and the tests."""
+    import time
+
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, rss_anon(proc.pid) or 0)
+        time.sleep(every)
+    return peak
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory. VmHWM is per address space, so unlike ru_maxrss it does
     not count a parent's memory shared with us between fork and exec."""

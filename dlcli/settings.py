@@ -31,6 +31,7 @@ TOY_SETS = ("spirals", "moons", "circles", "xor")
 IMAGE_SETS = ("mnist", "fashion_mnist", "cifar10")
 MONITORS = ("val_acc", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # N: a GPU's index
+STORAGES = ("auto", "memory", "disk")
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -218,9 +219,14 @@ class ImageDataSettings:
     crop_padding: int = 2
     flip: bool = False  # a mirrored digit is another digit
     sequence: Optional[str] = None  # null: images; rows: H steps of W pixels; pixels: H*W steps of 1 (recurrent nets)
+    # memory: the images on the training device; disk: left in the memory-mapped cache, each batch read
+    # from it; auto: memory when they take at most memory_fraction of the RAM available (and of the GPU's)
+    storage: str = "auto"
+    memory_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
+        check_storage(self.storage, self.memory_fraction)
         if self.sequence is not None:
             _choice("data.sequence", self.sequence, SEQUENCES)
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
@@ -293,12 +299,32 @@ class ImageFolderSettings:
     # pixels per image, read from its header before decoding: 8192×8192 (64 Mi), above the largest
     # cameras' photos (61 MP), below what a crafted file can claim (a 100 KB PNG of 10000×10000)
     max_pixels: int = 2**26
+    storage: str = "auto"  # as for the built-in sets: auto | memory | disk
+    memory_fraction: float = 0.5
+    workers: int = 0  # processes that decode the images into the cache (0: one per core)
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
+        check_storage(self.storage, self.memory_fraction)
+        require(
+            isinstance(self.workers, int) and 0 <= self.workers <= 1024,
+            "data.workers",
+            self.workers,
+            "an integer in [0, 1024]: the processes that decode images into the cache (0: one per core)",
+        )
         _check_split(self.seed, self.test_fraction, self.subset)
         check_max_pixels(self.max_pixels, "data.max_pixels")
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
+
+
+def check_storage(storage: str, memory_fraction: float) -> None:
+    _choice("data.storage", storage, STORAGES)
+    require(
+        0.0 < memory_fraction <= 1.0,
+        "data.memory_fraction",
+        memory_fraction,
+        "a fraction in (0, 1]: of the available memory that data.storage=auto lets the images take",
+    )
 
 
 def check_max_pixels(value: Any, key: str) -> None:

@@ -77,7 +77,7 @@ def test_cifar10_real_format_loads_through_torchvision_and_is_cached(tmp_path, m
     # row = 1024 red, 1024 green, 1024 blue values, row-major 32x32
     assert torch.equal(x[0], torch.from_numpy(first["data"][0].reshape(3, 32, 32)))
     assert y[:20].tolist() == first["labels"]
-    assert (tmp_path / "dlcli-cache" / "cifar10-train.pt").is_file()
+    assert (tmp_path / "dlcli-cache" / "cifar10-train.npy").is_file()
     # the second load reads the cache without torchvision's check
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: False)
     x2, _ = load_images("cifar10", str(tmp_path), train=True, download=False)
@@ -182,4 +182,4 @@ def test_a_corrupted_dataset_file_fails_its_checksum_and_is_never_cached(mnist_r
         f.write(b"\xff")
     with pytest.raises(DataError, match="fails its checksum"):
         load_images("mnist", str(tmp_path), train=True, download=False)
-    assert not (tmp_path / "dlcli-cache" / "mnist-train.pt").exists()
+    assert not (tmp_path / "dlcli-cache" / "mnist-train.npy").exists()

@@ -116,8 +116,8 @@ def test_a_link_back_up_in_a_class_folder_adds_no_sample_and_no_label(tmp_path, 
     unchanged = foreign(root)
     loaded = load_image_folder(root)
     assert loaded.train_y.bincount().tolist() == [5, 5] and loaded.test_y.bincount().tolist() == [1, 1]
-    train = {tuple(x.flatten().tolist()) for x in loaded.train_x}
-    assert not train & {tuple(x.flatten().tolist()) for x in loaded.test_x}
+    train = {tuple(x.flatten().tolist()) for x in loaded.train_samples}
+    assert not train & {tuple(x.flatten().tolist()) for x in loaded.test_samples}
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped) == 1 and "link back into the folder or above it" in skipped[0], skipped
     assert skipped[0].endswith("skipped 1 entry: " + scan.INSIDE + " (1): a/up"), skipped

@@ -63,13 +63,13 @@ def split_folder(root):
 def test_image_folder_with_train_and_test(tmp_path):
     data = load_image_folder(split_folder(tmp_path / "pets"))
     assert data.classes == ("cat", "dog")
-    assert data.train_x.dtype == torch.uint8 and data.train_x.shape == (6, 1, 12, 10)  # inferred: L, 12x10
-    assert data.test_x.shape == (2, 1, 12, 10)
+    assert data.train_samples.dtype == torch.uint8 and data.train_samples.shape == (6, 1, 12, 10)  # inferred: L, 12x10
+    assert data.test_samples.shape == (2, 1, 12, 10)
     assert data.train_y.dtype == torch.int64 and data.train_y.tolist() == [0, 0, 0, 1, 1, 1]
     assert data.test_y.tolist() == [0, 1]
     assert len(data.mean) == len(data.std) == 1
     assert 0 < data.mean[0] < 1 and 0 < data.std[0] < 1
-    expected = data.train_x.double() / 255
+    expected = data.train_samples.double() / 255
     assert data.mean[0] == pytest.approx(expected.mean().item())
     assert data.std[0] == pytest.approx(expected.std(correction=0).item())
 
@@ -77,9 +77,9 @@ def test_image_folder_with_train_and_test(tmp_path):
 def test_image_folder_channels_and_size_given(tmp_path):
     root = split_folder(tmp_path / "pets")
     square = load_image_folder(root, channels=3, image_size=8)
-    assert square.train_x.shape == (6, 3, 8, 8) and square.test_x.shape == (2, 3, 8, 8)
+    assert square.train_samples.shape == (6, 3, 8, 8) and square.test_samples.shape == (2, 3, 8, 8)
     assert len(square.mean) == 3 and all(s > 0 for s in square.std)
-    assert load_image_folder(root, channels=1, image_size=[6, 9]).train_x.shape == (6, 1, 6, 9)
+    assert load_image_folder(root, channels=1, image_size=[6, 9]).train_samples.shape == (6, 1, 6, 9)
 
 
 def test_color_first_image_infers_three_channels(tmp_path):
@@ -87,7 +87,7 @@ def test_color_first_image_infers_three_channels(tmp_path):
         for i in range(3):
             write_image(tmp_path / "img" / name / f"{i}.png", mode, (10 + i, 14))
     data = load_image_folder(tmp_path / "img")
-    assert data.train_x.shape[1:] == (3, 10, 14)
+    assert data.train_samples.shape[1:] == (3, 10, 14)
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
@@ -95,7 +95,7 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
         for i in range(2):
             write_image(tmp_path / "img" / name / f"{i}.png", "I;16", (4, 4), value=32768)
     data = load_image_folder(tmp_path / "img", test_fraction=0.5)
-    assert data.train_x.unique().tolist() == [128]  # PIL's own conversion would give 255
+    assert data.train_samples.unique().tolist() == [128]  # PIL's own conversion would give 255
     assert data.std == [1.0]  # a constant channel keeps its scale
 
 
@@ -106,15 +106,15 @@ def test_without_test_folder_a_seeded_stratified_fraction_is_held_out(tmp_path):
     data = load_image_folder(tmp_path / "img", test_fraction=0.2, seed=3)
     assert data.test_y.tolist() == [0, 1, 2] and data.train_y.bincount().tolist() == [4, 4, 4]
     again = load_image_folder(tmp_path / "img", test_fraction=0.2, seed=3)
-    assert torch.equal(again.test_x, data.test_x) and torch.equal(again.train_x, data.train_x)
-    seeds = {tuple(load_image_folder(tmp_path / "img", seed=s).test_x[:, 0, 0, 0].tolist()) for s in range(6)}
+    assert torch.equal(again.test_samples, data.test_samples) and torch.equal(again.train_samples, data.train_samples)
+    seeds = {tuple(load_image_folder(tmp_path / "img", seed=s).test_samples[:, 0, 0, 0].tolist()) for s in range(6)}
     assert len(seeds) > 1
 
 
 def test_second_load_reads_the_cache_and_a_changed_file_rebuilds_it(tmp_path, monkeypatch, own_cache):
     root = split_folder(tmp_path / "pets")
     first = load_image_folder(root)
-    assert len(list(own_cache.glob("folder-pets-*.pt"))) == 1
+    assert len(list(own_cache.glob("folder-pets-*[0-9a-f].npy"))) == 1
 
     def no_decoding(*args):
         raise AssertionError("decoded although the cache is current")
@@ -122,7 +122,7 @@ def test_second_load_reads_the_cache_and_a_changed_file_rebuilds_it(tmp_path, mo
     monkeypatch.setattr(folders, "_decode_file", no_decoding)
     monkeypatch.setattr(folders, "_inspect", no_decoding)
     second = load_image_folder(root)
-    assert torch.equal(second.train_x, first.train_x) and torch.equal(second.test_y, first.test_y)
+    assert torch.equal(second.train_samples, first.train_samples) and torch.equal(second.test_y, first.test_y)
     assert second.classes == first.classes and second.mean == first.mean
 
     source = root / "train/dog/a.png"
@@ -134,17 +134,17 @@ def test_second_load_reads_the_cache_and_a_changed_file_rebuilds_it(tmp_path, mo
 def test_other_options_get_their_own_cache(tmp_path, own_cache):
     root = split_folder(tmp_path / "pets")
     load_image_folder(root)
-    assert load_image_folder(root, channels=3, image_size=5).train_x.shape[1:] == (3, 5, 5)
-    assert load_image_folder(root).train_x.shape[1:] == (1, 12, 10)
-    assert len(list(own_cache.glob("*.pt"))) == 2
+    assert load_image_folder(root, channels=3, image_size=5).train_samples.shape[1:] == (3, 5, 5)
+    assert load_image_folder(root).train_samples.shape[1:] == (1, 12, 10)
+    assert len(list(own_cache.glob("*[0-9a-f].npy"))) == 2
 
 
 def test_cache_lies_beside_the_folder_not_in_it(tmp_path, monkeypatch):
     monkeypatch.delenv("DLCLI_CACHE")
     root = split_folder(tmp_path / "pets")
     load_image_folder(root)
-    assert [p.parent.name for p in (tmp_path / "dlcli-cache").glob("folder-pets-*.pt")] == ["dlcli-cache"]
-    assert not list(root.rglob("*.pt"))
+    assert [p.parent.name for p in (tmp_path / "dlcli-cache").glob("folder-pets-*[0-9a-f].npy")] == ["dlcli-cache"]
+    assert not list(root.rglob("*.npy"))
     assert load_image_folder(root).classes == ("cat", "dog")
 
 
@@ -251,12 +251,12 @@ IRIS = """sepal, petal, species
 def test_csv_with_string_labels(tmp_path):
     data = load_csv(write_csv(tmp_path / "iris.csv", IRIS), "species", test_fraction=0.34)
     assert data.classes == ("setosa", "versicolor", "virginica")
-    assert data.train_x.dtype == torch.float32 and data.train_x.shape == (6, 2)
-    assert data.test_x.shape == (3, 2) and sorted(data.test_y.tolist()) == [0, 1, 2]
+    assert data.train_samples.dtype == torch.float32 and data.train_samples.shape == (6, 2)
+    assert data.test_samples.shape == (3, 2) and sorted(data.test_y.tolist()) == [0, 1, 2]
     assert data.train_y.dtype == torch.int64
-    assert (data.train_x[:, 0] < 1.5).tolist() == (data.train_y == 0).tolist()  # labels stay with their rows
-    assert data.mean == pytest.approx(data.train_x.double().mean(0).tolist())
-    assert data.std == pytest.approx(data.train_x.double().std(0, correction=0).tolist())
+    assert (data.train_samples[:, 0] < 1.5).tolist() == (data.train_y == 0).tolist()  # labels stay with their rows
+    assert data.mean == pytest.approx(data.train_samples.double().mean(0).tolist())
+    assert data.std == pytest.approx(data.train_samples.double().std(0, correction=0).tolist())
 
 
 def test_csv_integer_labels_sort_numerically_and_constant_features_keep_scale(tmp_path):
@@ -270,7 +270,7 @@ def test_csv_semicolons_and_a_test_file_with_other_column_order(tmp_path):
     train = write_csv(tmp_path / "train.csv", "a;b;y\n1;10;no\n2;20;yes\n3;30;no\n4;40;yes\n")
     test = write_csv(tmp_path / "test.csv", "y;b;a\nyes;50;5\nno;60;6\n")
     data = load_csv(train, "y", test_path=test)
-    assert data.train_x.shape == (4, 2) and data.test_x.tolist() == [[5.0, 50.0], [6.0, 60.0]]
+    assert data.train_samples.shape == (4, 2) and data.test_samples.tolist() == [[5.0, 50.0], [6.0, 60.0]]
     assert data.classes == ("no", "yes") and data.test_y.tolist() == [1, 0]
 
 
@@ -325,9 +325,13 @@ def test_npz_without_test_arrays(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=np.array([5, 7] * 10))
     data = load_arrays(tmp_path / "d.npz", test_fraction=0.2, seed=1)
     assert data.classes == ("5", "7")
-    assert data.train_x.dtype == torch.float32 and data.train_x.shape == (16, 2) and data.test_x.shape == (4, 2)
+    assert (
+        data.train_samples.dtype == torch.float32
+        and data.train_samples.shape == (16, 2)
+        and data.test_samples.shape == (4, 2)
+    )
     assert data.test_y.bincount().tolist() == [2, 2]
-    assert torch.equal(data.train_x[:, 0].long() // 2 % 2, data.train_y)  # rows keep their labels
+    assert torch.equal(data.train_samples[:, 0].long() // 2 % 2, data.train_y)  # rows keep their labels
 
 
 def test_npz_with_test_arrays_and_string_labels(tmp_path):
@@ -340,7 +344,7 @@ def test_npz_with_test_arrays_and_string_labels(tmp_path):
     )
     data = load_arrays(tmp_path / "d.npz")
     assert data.classes == ("a", "b") and data.train_y.tolist() == [1, 0, 1, 0] and data.test_y.tolist() == [0, 0]
-    assert data.test_x.dtype == torch.float32 and data.test_x.shape == (2, 4)
+    assert data.test_samples.dtype == torch.float32 and data.test_samples.shape == (2, 4)
     assert data.mean == pytest.approx([0.25] * 4) and all(s > 0 for s in data.std)
 
 

@@ -92,7 +92,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     np.random.seed(t.seed % 2**32)
     torch.manual_seed(t.seed)
 
-    data = load_data(settings.data, t.seed, t.val_fraction, device)
+    data = load_data(settings.data, t.seed, t.val_fraction, device, world.local_size)
     model, data = on_device(settings.model, data, device, settings.trainer.channels_last)
     if resume_state is not None:
         load_weights(model, resume_state, resume_path)
@@ -117,7 +117,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             (run_dir / "diagnostics.jsonl").unlink(missing_ok=True)
             (run_dir / "time_gradients.jsonl").unlink(missing_ok=True)
         flow = GradientFlow(
-            model, data.inputs(data.train.x[:n]), data.train.y[:n], loss_fn, penalty, run_dir / "diagnostics.jsonl"
+            model, data.inputs(data.train.head(n)), data.train.y[:n], loss_fn, penalty, run_dir / "diagnostics.jsonl"
         )
     progress = Progress()
     if resume_state is not None:

@@ -1,8 +1,8 @@
 """Image datasets: torchvision finds, downloads and decodes them once; dlcli caches uint8 tensors.
 
-The cache (`<name>-<split>.pt`) holds the decoded images as one uint8 tensor [N, C, H, W] and
-the labels, with the size and mtime of every source file it came from. A later run whose
-sources are unchanged reads the cache and never imports torchvision (seconds of start-up).
+The cache (`<name>-<split>.npy`, see cache.py) holds the decoded images as uint8 [N, C, H, W]
+and the labels, with the size and mtime of every source file it came from. A later run whose
+sources are unchanged maps the cache and never imports torchvision (seconds of start-up).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlcli.data.cache import cache_file, read_cache, write_cache
+from dlcli.data.cache import build_cache, building, cache_file, open_cache
 from dlcli.errors import DataError, one_line
 
 if TYPE_CHECKING:
@@ -127,16 +127,26 @@ def load_images(name: str, root: str, train: bool, download: bool) -> tuple[torc
     root_path = Path(root).expanduser()
     sources = [root_path / spec.folder / f for f in (spec.train_files if train else spec.test_files)]
     split = "train" if train else "test"
-    cache = cache_file(root_path, f"{name}-{split}.pt")
+    stem = cache_file(root_path, f"{name}-{split}")
     check_sources(name, root, download)  # cheap, every run: a truncated file never reaches training
-    if all(p.is_file() for p in sources):
-        cached = read_cache(cache, _fingerprint(sources))
-        if cached is not None:
-            return cached
-    x, y = _decode(spec, root_path, train, sources)
-    _check_checksums(root_path, sources)  # once per (re)build of the cache
-    write_cache(cache, x, y, _fingerprint(sources))
-    return x, y
+    with building(stem):
+        if all(p.is_file() for p in sources):
+            stored = open_cache(stem, _fingerprint(sources))
+            if stored is not None:
+                return stored
+        x, y = _decode(spec, root_path, train, sources)
+        _check_checksums(root_path, sources)  # once per (re)build of the cache
+        stored = build_cache(stem, _fingerprint(sources), tuple(x.shape), y, lambda path: _write(path, x))
+    return stored if stored is not None else (x, y)
+
+
+def _write(path: Path, x: torch.Tensor) -> None:
+    """torchvision reads these sets whole (CIFAR-10, the largest, is 150 MB): they are copied in at once."""
+    import numpy as np
+
+    out = np.lib.format.open_memmap(path, mode="r+")
+    out[:] = x.numpy()
+    out.flush()
 
 
 def _check_sizes(sources: list[Path]) -> None:

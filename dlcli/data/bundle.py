@@ -1,13 +1,22 @@
-"""Data kept resident on the training device and batched as whole-tensor operations.
+"""Data kept resident on the training device, or memory-mapped on disk, and batched as whole-tensor
+operations.
 
 A data option names its loader by `_target_`; the loader returns whole splits as `Loaded`
-tensors. Images stay uint8 on the device; each batch is gathered by index and normalized in one
-multiply-subtract, so the training loop has no per-sample Python and no DataLoader. Feature rows
-are standardized once, when they are loaded.
+tensors. Images stay uint8; each batch is gathered by index and normalized on the device in one
+multiply-subtract, so the training loop has no per-sample Python and no DataLoader. With
+data.storage=memory the splits sit on the training device; with disk they stay in the
+memory-mapped cache and each batch is gathered from it, a batch ahead, in a thread (and on CUDA
+copied from pinned memory on a stream of its own), so the same batches in the same order reach
+the model either way. Feature rows are standardized once, when they are loaded.
 """
 
 import inspect
+import logging
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,20 +24,43 @@ import torch.nn.functional as F
 from dlcli.data.builtin import IMAGE_SETS
 from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
-from dlcli.machine import import_target
-from dlcli.settings import ImageDataSettings, ToyDataSettings, kwargs_of, target_of
+from dlcli.machine import available_memory, import_target
+from dlcli.settings import (
+    Custom,
+    ImageDataSettings,
+    ImageFolderSettings,
+    ToyDataSettings,
+    check_storage,
+    kwargs_of,
+    target_of,
+)
+
+log = logging.getLogger("dlcli")
 
 # keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
-BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence")
+BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence", "storage", "memory_fraction")
 
 
 @dataclass
 class Split:
-    x: torch.Tensor  # uint8 [N, C, H, W] images, or float32 [N, 2] points
-    y: torch.Tensor  # int64 [N]
+    x: torch.Tensor  # uint8 [N, C, H, W] images or float32 [N, F] rows on the device; or the store they are rows of
+    y: torch.Tensor  # int64 [N], on the training device
+    rows: torch.Tensor | None = None  # data.storage=disk: sample i is x[rows[i]], x the memory-mapped cache (CPU)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The samples at positions idx: on the device, or (disk) gathered from the map on the CPU."""
+        return self.x.index_select(0, idx if self.rows is None else self.rows[idx])
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        """Samples start..stop: a view on the device, or (disk) gathered from the map on the CPU."""
+        return self.x[start:stop] if self.rows is None else self.x.index_select(0, self.rows[start:stop])
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first n samples, on the training device."""
+        return self.take(0, n).to(self.y.device)
 
 
 @dataclass
@@ -48,6 +80,7 @@ class DataBundle:
     mean: list[float] = field(default_factory=list)  # as Loaded's: per channel (images) or feature (tables)
     std: list[float] = field(default_factory=list)
     features: tuple[str, ...] | None = None
+    storage: str = "memory"  # memory | disk: where the splits' samples are (data.storage, auto resolved)
 
     def record(self) -> dict:
         """What a checkpoint keeps to turn new inputs into model inputs as training did, without the
@@ -102,10 +135,13 @@ def load_tables(spec, seed: int) -> Loaded:
     return loaded
 
 
-def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> DataBundle:
-    """Load the dataset, carve the validation split, move it all to `device`."""
+def load_data(spec, seed: int, val_fraction: float, device: torch.device, processes: int = 1) -> DataBundle:
+    """Load the dataset, carve the validation split, and put it on `device` or leave it mapped
+    (data.storage); `processes`: how many processes of the run on this machine each load it."""
     loaded = load_tables(spec, seed)
     train_x, train_y, test_x, test_y = loaded.train_x, loaded.train_y, loaded.test_x, loaded.test_y
+    train_rows = loaded.train_rows if loaded.train_rows is not None else torch.arange(len(train_y))
+    test_rows = loaded.test_rows if loaded.test_rows is not None else torch.arange(len(test_y))
     subset = getattr(spec, "subset", None)
     if subset is not None:
         if subset > len(train_y):  # a subset that is the whole set would cost the whole set's time unasked
@@ -113,36 +149,88 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device) -> Dat
                 f"data.subset={subset} is invalid: this training set has only {len(train_y):,} "
                 f"samples; use data.subset={len(train_y)} or fewer, or null for all of them"
             )
-        train_x, train_y = train_x[:subset], train_y[:subset]
+        train_rows, train_y = train_rows[:subset], train_y[:subset]
     mean, std = torch.tensor(loaded.mean, dtype=torch.float32), torch.tensor(loaded.std, dtype=torch.float32)
-    if train_x.dtype == torch.uint8:  # images: normalized per batch, on the device
+    images = train_x.dtype == torch.uint8
+    if images:  # images: normalized per batch, on the device
         scale = 1.0 / (255.0 * std.view(1, -1, 1, 1))
         shift = mean.view(1, -1, 1, 1) / std.view(1, -1, 1, 1)
     else:  # feature rows: standardized once, here
-        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        train_x, test_x = (train_x[train_rows] - mean) / std, (test_x[test_rows] - mean) / std
+        train_rows, test_rows = torch.arange(len(train_y)), torch.arange(len(test_y))
         scale = shift = torch.zeros(())
+    storage = choose_storage(spec, train_x, len(train_rows) + len(test_rows), device, processes) if images else "memory"
 
     perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(len(train_y) * val_fraction))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
     to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+
+    def split(x: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> Split:
+        if storage == "disk":
+            return Split(x, to(y), rows)
+        return Split(to(x if _whole(x, rows) else x[rows]), to(y))
+
     sequence = getattr(spec, "sequence", None)
     return DataBundle(
-        train=Split(to(train_x[train_idx]), to(train_y[train_idx])),
-        val=Split(to(train_x[val_idx]), to(train_y[val_idx])),
-        test=Split(to(test_x), to(test_y)),
+        train=split(train_x, train_rows[train_idx], train_y[train_idx]),
+        val=split(train_x, train_rows[val_idx], train_y[val_idx]),
+        test=split(test_x, test_rows, test_y),
         input_shape=sequence_shape(tuple(train_x.shape[1:]), sequence),
         classes=tuple(loaded.classes),
         scale=to(scale),
         shift=to(shift),
-        augment=bool(getattr(spec, "augment", False)) and train_x.dtype == torch.uint8,
+        augment=bool(getattr(spec, "augment", False)) and images,
         crop_padding=getattr(spec, "crop_padding", 0),
         flip=getattr(spec, "flip", False),
         sequence=sequence,
         mean=list(loaded.mean),
         std=list(loaded.std),
         features=loaded.features,
+        storage=storage,
     )
+
+
+def _whole(x: torch.Tensor, rows: torch.Tensor) -> bool:
+    """rows are all of x, in order: the split is x itself, with no copy."""
+    return len(rows) == len(x) and bool((rows == torch.arange(len(x))).all())
+
+
+def choose_storage(spec, x: torch.Tensor, n: int, device: torch.device, processes: int) -> str:
+    """data.storage, with auto resolved: memory when the n images (one copy per process on this
+    machine) take at most data.memory_fraction of the RAM available, and on CUDA of the GPU's free
+    memory too; else disk. Logs which, and why."""
+    wanted, fraction = _storage_keys(spec)
+    if wanted != "auto":
+        return wanted
+    need = n * x[:1].numel()  # uint8: a byte per value
+    ram = available_memory()
+    fits = need * processes <= fraction * ram
+    reason = (
+        f"the images take {_size(need)}{f' in each of {processes} processes' if processes > 1 else ''}, "
+        f"{'within' if fits else 'more than'} data.memory_fraction={fraction:g} of the {_size(ram)} of RAM available"
+    )
+    if fits and device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        fits = need <= fraction * free
+        reason += f", and {'within' if fits else 'more than'} {fraction:g} of the GPU's {_size(free)} free"
+    storage = "memory" if fits else "disk"
+    log.info(f"data.storage=auto: {storage}, as {reason}")
+    return storage
+
+
+def _storage_keys(spec) -> tuple[str, float]:
+    """data.storage and data.memory_fraction: the schema's, or those a data=custom option adds (+data.storage=disk)."""
+    if isinstance(spec, Custom):
+        storage = spec.kwargs.get("storage", ImageFolderSettings.storage)
+        fraction = spec.kwargs.get("memory_fraction", ImageFolderSettings.memory_fraction)
+        check_storage(storage, fraction)
+        return storage, fraction
+    return spec.storage, spec.memory_fraction
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def sequence_shape(shape: tuple[int, ...], sequence: str | None) -> tuple[int, ...]:
@@ -181,34 +269,112 @@ def train_batches(
 ):
     """Yield (inputs, labels, global batch size) for one shuffled epoch, from batch index `start` on.
 
-    The epoch's order and augmentation draws come from `generator` up front and move to the
-    device once, so no batch waits on a host-to-device copy. With several processes, shard =
-    (rank, processes): every process draws the same order and takes its share of each batch.
+    The epoch's order and augmentation draws come from `generator` up front; on the memory path
+    they move to the device once, so no batch waits on a host-to-device copy. With several
+    processes, shard = (rank, processes): every process draws the same order and takes its share
+    of each batch.
     """
     split = data.train
     n, device = len(split), split.y.device
-    order = torch.randperm(n, generator=generator).to(device)
+    order = torch.randperm(n, generator=generator)
     if data.augment:
-        shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator).to(device)
-        flips = (torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)).to(device)
-    for b in range(start, batches_per_epoch(n, batch_size, shard[1])):
+        shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator)
+        flips = torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)
+    if split.rows is None:
+        order = order.to(device)
+        if data.augment:
+            shifts, flips = shifts.to(device), flips.to(device)
+
+    def gathered(b: int) -> tuple[tuple[int, torch.Tensor, int, int], torch.Tensor]:
         rows = order[b * batch_size : (b + 1) * batch_size]
         mine = share(len(rows), shard)
         idx = rows[mine]
-        x = split.x.index_select(0, idx)
+        return (b, idx, len(rows), mine.start), split.gather(idx)
+
+    batches = map(gathered, range(start, batches_per_epoch(n, batch_size, shard[1])))
+    for (b, idx, total, first), x in batches if split.rows is None else ahead(batches, device):
         if data.augment:
-            at = b * batch_size + mine.start
-            x = crop_and_flip(x, shifts[at : at + len(idx)], flips[at : at + len(idx)], data.crop_padding)
-        yield data.inputs(x), split.y.index_select(0, idx), len(rows)
+            at = b * batch_size + first
+            x = crop_and_flip(
+                x, shifts[at : at + len(idx)].to(device), flips[at : at + len(idx)].to(device), data.crop_padding
+            )
+        yield data.inputs(x), split.y.index_select(0, idx.to(device)), total
 
 
 def eval_batches(data: DataBundle, split_name: str, batch_size: int, shard: tuple[int, int] = (0, 1)):
-    """Yield (inputs, labels) of a split (this process's share of it) in order, as views (no gather)."""
+    """Yield (inputs, labels) of a split (this process's share of it) in order: views on the memory
+    path (no gather), gathered a batch ahead on the disk path."""
     split = data.split(split_name)
     mine = share(len(split), shard)
-    for start in range(mine.start, mine.stop, batch_size):
-        stop = min(start + batch_size, mine.stop)
-        yield data.inputs(split.x[start:stop]), split.y[start:stop]
+    starts = range(mine.start, mine.stop, batch_size)
+    batches = (((s, min(s + batch_size, mine.stop)), split.take(s, min(s + batch_size, mine.stop))) for s in starts)
+    for (start, stop), x in batches if split.rows is None else ahead(batches, split.y.device):
+        yield data.inputs(x), split.y[start:stop]
+
+
+_DONE = object()
+
+
+def ahead(items: Iterator[tuple[Any, torch.Tensor]], device: torch.device, depth: int = 2):
+    """The disk path's batches, each (meta, samples gathered on the CPU), with the samples on `device`:
+    a thread gathers them (reading the map's pages) up to `depth` batches ahead of the one trained
+    on; on CUDA it pins them and they are copied on a stream of their own, a batch ahead, so the
+    GPU does not wait for the host."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    cuda = device.type == "cuda"
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def gather() -> None:
+        try:
+            for meta, x in items:
+                if not put((meta, x.pin_memory() if cuda else x)):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # the consumer raises it
+            put(exc)
+
+    worker = threading.Thread(target=gather, name="dlcli-gather", daemon=True)
+    worker.start()
+    stream = torch.cuda.Stream(device) if cuda else None
+
+    def copied():
+        item = ready.get()
+        if item is _DONE:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        meta, x = item
+        if stream is None:
+            return meta, x, None
+        with torch.cuda.stream(stream):
+            x = x.to(device, non_blocking=True)
+            arrived = torch.cuda.Event()
+            arrived.record(stream)
+        return meta, x, arrived
+
+    try:
+        pending = copied()
+        while pending is not None:
+            following = copied()  # its copy is under way while the model trains on `pending`
+            meta, x, arrived = pending
+            if arrived is not None:  # the model's stream waits for this batch's copy alone
+                current = torch.cuda.current_stream(device)
+                current.wait_event(arrived)
+                x.record_stream(current)  # its memory is not reused before the model is done with it
+            yield meta, x
+            pending = following
+    finally:
+        stop.set()
+        worker.join()
 
 
 def crop_and_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ One sub-folder per class (nested folders inside a class count too), classes in s
 ImageFolder numbers them; hidden files and folders are skipped. Images of any size and mode are
 converted to `channels` and resized to `image_size`, both inferred from the first image when not
 given. The cache sits beside the image folder (in its parent's dlcli-cache/, see
-images._cache_file), not inside it, where ImageFolder would take it for a class.
+cache.cache_file), not inside it, where ImageFolder would take it for a class.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from dlcli.data.cache import cache_file, read_cache, write_cache
+from dlcli.data.cache import build_cache, building, cache_file, open_cache
 from dlcli.data.loaded import Loaded
 from dlcli.data.scan import INSIDE, Scan
-from dlcli.data.tables import check_fraction, hold_out
+from dlcli.data.tables import check_fraction, held_out_rows
 from dlcli.errors import ConfigError, DataError, one_line
 from dlcli.files import open_regular
 from dlcli.settings import ImageFolderSettings
@@ -45,9 +46,11 @@ def load_image_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
     max_pixels: int = ImageFolderSettings.max_pixels,
+    workers: int = 0,
 ) -> Loaded:
     """Images as uint8 [N, C, H, W] (C = `channels`, H×W = `image_size`), labels by class folder,
-    mean/std per channel in [0, 1] units from the training split."""
+    mean/std per channel in [0, 1] units from the training split. The images are the memory-mapped
+    cache, the splits rows of it; `workers` processes decode them into it (0: one per core)."""
     check_fraction(test_fraction)
     size = _check_options(channels, image_size)
     root = Path(root).expanduser()
@@ -61,38 +64,66 @@ def load_image_folder(
         files, labels = files + test_files, labels + test_labels
     scan.skipped.report(f"data.root={root}")
 
-    fingerprint = _fingerprint(root, files, classes, n_train, channels, size)
-    cache = cache_file(root.resolve().parent, _cache_name(root, channels, size))
-    cached = read_cache(cache, fingerprint)
-    x, y = (
-        cached
-        if cached is not None
-        else (decode_all(files, channels, size, max_pixels, "data.max_pixels"), torch.tensor(labels))
-    )
+    fingerprint, stats = _fingerprint(root, files, classes, n_train, channels, size)
+    stem = cache_file(root.resolve().parent, _cache_name(root, channels, size))
+    y = torch.tensor(labels)
+    with building(stem):
+        stored = open_cache(stem, fingerprint)
+        if stored is None:
+            channels, size = _infer(files, channels, size, max_pixels, "data.max_pixels")
+            stored = build_cache(
+                stem,
+                fingerprint,
+                (len(files), channels, *size),
+                y,
+                lambda path: decode_into(path, files, channels, size, max_pixels, "data.max_pixels", workers, root),
+                check=lambda: _unchanged(root, files, stats),
+            )
+        if stored is None:  # no cache can be written here: decode into memory, as the cache only saves time
+            stored = decode_all(files, channels, size, max_pixels, "data.max_pixels"), y
+    x, y = stored
     if test_dir is None:
-        train_x, train_y, test_x, test_y = hold_out(x, y, test_fraction, seed, str(train_dir))
+        train_rows, test_rows = held_out_rows(y, test_fraction, seed, str(train_dir))
     else:
-        train_x, train_y, test_x, test_y = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-    loaded = Loaded(train_x, train_y, test_x, test_y, classes, *channel_stats(train_x))
-    if cached is None:  # only a load that succeeded leaves a cache behind
-        write_cache(cache, x, y, fingerprint)
-    return loaded
+        train_rows, test_rows = torch.arange(n_train), torch.arange(n_train, len(y))
+    return Loaded(
+        x,
+        y[train_rows],
+        x,
+        y[test_rows],
+        classes,
+        *channel_stats(x, train_rows),
+        train_rows=train_rows,
+        test_rows=test_rows,
+    )
 
 
-def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (population) of uint8 images [N, C, H, W], in [0, 1] units.
+def channel_stats(x: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (population) of uint8 images [N, C, H, W] (or of those `rows` of
+    them), in [0, 1] units.
 
-    From a 256-bin histogram per channel: exact, and it needs no float copy of the images.
+    From a 256-bin histogram per channel, a chunk of images at a time: exact, and it needs neither a
+    float copy of the images nor more than a chunk of them in memory.
     """
+    n = len(x) if rows is None else len(rows)
+    step = max(1, STATS_BYTES // max(1, x[:1].numel()))
+    counts = torch.zeros(x.shape[1], 256, dtype=torch.int64)
+    for start in range(0, n, step):
+        chunk = x[start : start + step] if rows is None else x.index_select(0, rows[start : start + step])
+        for c in range(x.shape[1]):
+            counts[c] += torch.bincount(chunk[:, c].reshape(-1), minlength=256)
     values = torch.arange(256, dtype=torch.float64)
     mean, std = [], []
     for c in range(x.shape[1]):
-        counts = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
-        m = (counts * values).sum() / counts.sum()
-        s = ((counts * (values - m) ** 2).sum() / counts.sum()).sqrt()
+        total = counts[c].double()
+        m = (total * values).sum() / total.sum()
+        s = ((total * (values - m) ** 2).sum() / total.sum()).sqrt()
         mean.append(m.item() / 255)
         std.append(s.item() / 255 if s > 0 else 1.0)  # a constant channel: leave its scale alone
     return mean, std
+
+
+STATS_BYTES = 16 * 2**20  # of images per histogram update
 
 
 def _check_options(channels, image_size) -> tuple[int, int] | None:
@@ -201,7 +232,7 @@ def _cache_name(root: Path, channels: int | None, size: tuple[int, int] | None) 
     no image opened."""
     key = json.dumps([str(root.resolve()), channels, size])
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", root.resolve().name) or "root"
-    return f"folder-{stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
+    return f"folder-{stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
 def _fingerprint(
@@ -211,17 +242,19 @@ def _fingerprint(
     n_train: int,
     channels: int | None,
     size: tuple[int, int] | None,
-) -> list[list]:
-    """What the cached tensors were made from: options, classes, split and every file's path, size and mtime."""
-    head = [
-        ["image_folder", 1],
-        ["channels", channels or 0],
-        ["size", *(size or ())],
-        ["classes", *classes],
-        ["n_train", n_train],
-    ]
-    stats = [os.stat(p) for p in files]
-    return head + [[p.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns] for p, s in zip(files, stats)]
+) -> tuple[list, np.ndarray]:
+    """What the cache was made from, as a digest of the options, classes, split and every file's path,
+    size and mtime (a list per file would cost more memory than a small image); and the files' sizes
+    and mtimes [N, 2], to find one that changes while the cache is built."""
+    head = ["image_folder", 2, channels or 0, list(size or ()), list(classes), n_train]
+    digest = hashlib.sha256(json.dumps(head).encode())
+    stats = np.empty((len(files), 2), dtype=np.int64)
+    for i, path in enumerate(files):
+        st = os.stat(path)
+        stats[i] = st.st_size, st.st_mtime_ns
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+    digest.update(stats.tobytes())
+    return ["image_folder", 2, digest.hexdigest()], stats
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -230,12 +263,10 @@ def _fingerprint(
 def decode_all(
     files: list[Path], channels: int | None, size: tuple[int, int] | None, max_pixels: int, key: str
 ) -> torch.Tensor:
-    """All images as one uint8 tensor [N, C, H, W]; unset channels and size come from the first image.
-    An image of more than `max_pixels` pixels (says its header) is refused before it is decoded."""
-    if channels is None or size is None:
-        mode, first_size = _inspect(files[0], max_pixels, key)
-        channels = channels or (1 if mode in GRAY_MODES or mode.startswith("I;16") else 3)
-        size = size or first_size
+    """All images as one uint8 tensor [N, C, H, W] in memory (dlcli predict's inputs, or a cache that
+    cannot be written); unset channels and size come from the first image. An image of more than
+    `max_pixels` pixels (says its header) is refused before it is decoded."""
+    channels, size = _infer(files, channels, size, max_pixels, key)
     x = torch.empty((len(files), channels, *size), dtype=torch.uint8)
     # PIL and torch release the GIL while decoding and resizing: threads use every core
     pool = ThreadPoolExecutor()
@@ -249,6 +280,112 @@ def decode_all(
         raise
     pool.shutdown()
     return x
+
+
+def _infer(
+    files: list[Path], channels: int | None, size: tuple[int, int] | None, max_pixels: int, key: str
+) -> tuple[int, tuple[int, int]]:
+    """The channels and size asked for, the first image's where not."""
+    if channels is None or size is None:
+        mode, first_size = _inspect(files[0], max_pixels, key)
+        channels = channels or (1 if mode in GRAY_MODES or mode.startswith("I;16") else 3)
+        size = size or first_size
+    return channels, size
+
+
+DECODE_CHUNK = 64  # images per task handed to a decoding process
+
+
+def decode_into(
+    path: Path,
+    files: list[Path],
+    channels: int,
+    size: tuple[int, int],
+    max_pixels: int,
+    key: str,
+    workers: int = 0,
+    label: Path | str = "",
+) -> None:
+    """Decode `files` into the .npy at `path` (made for them), in `workers` processes (0: one per
+    core), each writing its images straight into the file; a progress bar on a terminal."""
+    import multiprocessing
+    import sys
+
+    from tqdm import tqdm
+
+    chunks = [(start, files[start : start + DECODE_CHUNK]) for start in range(0, len(files), DECODE_CHUNK)]
+    workers = min(workers or len(os.sched_getaffinity(0)), len(chunks))
+    setup = (path, channels, size, max_pixels, key)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            # fork, as torch's DataLoader does on Linux: the decoding needs nothing imported again
+            method = (
+                "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else "spawn"
+            )
+            pool = stack.enter_context(
+                multiprocessing.get_context(method).Pool(workers, initializer=_start_decoder, initargs=setup)
+            )
+            done = pool.imap_unordered(_decode_chunk, chunks)
+        else:
+            _start_decoder(*setup, in_process=True)
+            stack.callback(_stop_decoder)
+            done = map(_decode_chunk, chunks)
+        bar = stack.enter_context(
+            tqdm(total=len(files), unit="img", desc=f"decoding {label}", disable=not sys.stderr.isatty(), leave=False)
+        )
+        for count in done:
+            bar.update(count)
+        if workers > 1:
+            pool.close()  # done: the workers end on their own, rather than by the SIGTERM of the pool's exit
+            pool.join()
+
+
+_decoder: dict = {}  # in a decoding process: the open .npy and what to decode into it
+
+
+def _start_decoder(
+    path: Path, channels: int, size: tuple[int, int], max_pixels: int, key: str, in_process: bool = False
+) -> None:
+    import signal
+
+    import numpy as np
+
+    if not in_process:
+        # the parent's signal handling is not ours: Ctrl-C is the parent's to handle (it ends the
+        # pool), the pool's SIGTERM just ends this process, and no signal here may reach the
+        # parent's wakeup pipe, which would take it for a signal to the parent
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        torch.set_num_threads(1)  # one image at a time per process; the processes fill the cores
+    _decoder.update(out=np.lib.format.open_memmap(path, mode="r+"), args=(channels, size, max_pixels, key))
+
+
+def _stop_decoder() -> None:
+    _decoder.clear()
+
+
+def _decode_chunk(chunk: tuple[int, list[Path]]) -> int:
+    start, paths = chunk
+    out, args = _decoder["out"], _decoder["args"]
+    for i, path in enumerate(paths):
+        out[start + i] = _decode_file(path, *args).numpy()
+    return len(paths)
+
+
+def _unchanged(root: Path, files: list[Path], stats: np.ndarray) -> None:
+    """One line if an image was changed, replaced or removed while the cache was being built."""
+    for path, (size, mtime) in zip(files, stats.tolist()):
+        try:
+            st = os.stat(path)
+            same = (st.st_size, st.st_mtime_ns) == (size, mtime)
+        except OSError:
+            same = False
+        if not same:
+            raise DataError(
+                f"{path} changed while the images of {root} were being decoded: the cache was not kept; "
+                "run again once the folder no longer changes"
+            )
 
 
 def _inspect(path: Path, max_pixels: int, key: str) -> tuple[str, tuple[int, int]]:

@@ -17,3 +17,16 @@ class Loaded:
     mean: list[float]  # per channel in [0, 1] pixel units for images; per feature for tables (training split)
     std: list[float]  # idem, every value > 0
     features: tuple[str, ...] | None = None  # a table's feature names, in column order, when it has them
+    # dlcli's image caches: train_x and test_x are one memory-mapped store of every image, each split
+    # these rows of it (int64, ascending), so that no split is copied before data.storage is chosen
+    train_rows: torch.Tensor | None = None
+    test_rows: torch.Tensor | None = None
+
+    @property
+    def train_samples(self) -> torch.Tensor:
+        """The training split's samples in memory (a copy, when they are rows of a store)."""
+        return self.train_x if self.train_rows is None else self.train_x[self.train_rows]
+
+    @property
+    def test_samples(self) -> torch.Tensor:
+        return self.test_x if self.test_rows is None else self.test_x[self.test_rows]

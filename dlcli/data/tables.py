@@ -108,16 +108,22 @@ def split_test(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tenso
     return (~test).nonzero().squeeze(1), test.nonzero().squeeze(1)  # a mask keeps the file order, no sort needed
 
 
-def hold_out(
-    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, where: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x, train_y, test_x, test_y): a seeded stratified test split carved out of (x, y)."""
+def held_out_rows(y: torch.Tensor, fraction: float, seed: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows, test rows) of a seeded stratified test split, or one line when none can be held out."""
     train, test = split_test(y, fraction, seed)
     if len(test) == 0:
         raise DataError(
             f"{where} has only one sample per class ({len(y)} in all): none can be set aside as the "
             "test split; add samples, or give a test split of its own"
         )
+    return train, test
+
+
+def hold_out(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, test_x, test_y): a seeded stratified test split carved out of (x, y)."""
+    train, test = held_out_rows(y, fraction, seed, where)
     return x[train], y[train], x[test], y[test]
 
 
