@@ -5,6 +5,7 @@
     python scripts/bench.py --tta                 # time to accuracy of the experiment presets
     python scripts/bench.py --tiny --json b.json  # a few seconds, for the tests
     python scripts/bench.py --ddp                 # data parallel: 1 process against several
+    python scripts/bench.py --storage             # data.storage=disk against memory; cache build processes
 
 For each model, on its dataset's shape (MNIST for mlp and lenet, CIFAR-10 for alexnet), one
 process times, with the same model, batch, optimizer (SGD, momentum 0.9) and threads:
@@ -166,7 +167,7 @@ class Contenders:
         return self.batch * self.steps / (time.perf_counter() - start)
 
     def _floor_batch(self):
-        x = self.data.inputs(self.data.train.x[: self.batch])
+        x = self.data.inputs(self.data.train.head(self.batch))
         if self.trainer.settings.channels_last and x.ndim == 4 and self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, self.data.train.y[: self.batch]
@@ -378,6 +379,97 @@ def data_parallel(root: Path | None, device: str, rounds: int, tiny: bool) -> di
     return {"run": "dlcli train " + " ".join(args[1:]), "device": device, "rows": table}
 
 
+def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int, tiny: bool) -> dict:
+    """data.storage=disk against memory, side by side: training images/s of LeNet-5 on MNIST (the
+    page cache warm: each path trains a round before the timed ones; rounds alternate, the median
+    counts); the peak RssAnon of a whole `dlcli train` run on each path; and images/s of building an
+    image folder's cache with 1 decoding process against one per core."""
+    from dlcli.data import load_data
+    from dlcli.data.folders import load_image_folder
+    from dlcli.machine import peak_rss_anon
+    from dlcli.settings import ImageDataSettings
+
+    if root is None:
+        return {"skipped": "needs MNIST (data.root, DLCLI_DATA or ../shared/data)"}
+    dev = torch.device(device)
+    trainers = {}
+    for name in ("memory", "disk"):
+        spec = ImageDataSettings(root=str(root), download=False, augment=False, subset=batch * steps, storage=name)
+        data = load_data(spec, 0, 1 / 11, dev)
+        torch.manual_seed(0)
+        model = build_model(MODELS["lenet"][0], data.input_shape, 10).to(dev)
+        optimizer = build_optimizer(SGDSettings(lr=0.01, momentum=0.9, nesterov=False), model, dev)
+        trainers[name] = Trainer(
+            model=model,
+            data=data,
+            loss_fn=CrossEntropy(),
+            penalty=NoPenalty([]),
+            optimizer=optimizer,
+            optimizer_target=SGDSettings._target_,
+            schedule=build_schedule(None, optimizer, 1, steps),
+            settings=TrainerSettings(batch_size=batch, progress=False, log_every=50),
+            run_dir=Path(tempfile.mkdtemp()),
+            config={},
+        )
+    rates = {"memory": [], "disk": []}
+    for r in range(rounds + 1):  # round 0 warms the page cache and the allocator
+        for name, trainer in trainers.items():
+            sync(dev)
+            start = time.perf_counter()
+            trainer.train_epoch(r + 1)
+            sync(dev)
+            if r:
+                rates[name].append(len(trainer.data.train) / (time.perf_counter() - start))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    peaks = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("memory", "disk"):
+            args = ["model=lenet", "data=mnist", f"data.root={root}", "data.download=false", "trainer.epochs=1"]
+            args += [f"data.storage={name}", f"trainer.device={device}", "trainer.progress=false"]
+            args += [f"data.subset={2000 if tiny else 54000}", f"hydra.run.dir={name}"]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dlcli.cli", "train", *args], cwd=tmp, stdout=subprocess.DEVNULL
+            )
+            peaks[name] = round(peak_rss_anon(proc) / 2**20, 1)
+        build = {1: [], 0: []}
+        n_images = 200 if tiny else 4000
+        folder = _image_folder(Path(tmp) / "folder", n_images)
+        for r in range(rounds):
+            for workers in build:
+                os.environ["DLCLI_CACHE"] = str(Path(tmp) / f"cache-{r}-{workers}")
+                start = time.perf_counter()
+                load_image_folder(folder, image_size=64, workers=workers)
+                build[workers].append(n_images / (time.perf_counter() - start))
+    cores = len(os.sched_getaffinity(0))
+    one, all_cores = statistics.median(build[1]), statistics.median(build[0])
+    return {
+        "training": f"lenet on MNIST ({batch * steps} images), batch {batch}, {device}",
+        "memory_images_per_s": round(med["memory"], 1),
+        "disk_images_per_s": round(med["disk"], 1),
+        "disk_over_memory": round(med["disk"] / med["memory"], 3),
+        "peak_rss_anon_mb": peaks,
+        "build": f"{n_images} JPEG photos of 256x256, resized to 64x64",
+        "build_1_process_images_per_s": round(one, 1),
+        f"build_{cores}_processes_images_per_s": round(all_cores, 1),
+        "build_speedup": round(all_cores / one, 3),
+    }
+
+
+def _image_folder(root: Path, n: int) -> Path:
+    """n photos' worth of decoding work: 256x256 RGB JPEGs (noise over a gradient), two classes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grid = np.add.outer(np.arange(256), np.arange(256)).astype(np.uint8)
+    for i in range(n):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (rng.integers(0, 64, (256, 256, 3), dtype=np.uint8) + grid[..., None]).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
 SWEEP = ["-m", "optimizer.lr=0.01,0.001", "optimizer.weight_decay=0,1e-4", "trainer.progress=false"]
 
 
@@ -463,6 +555,19 @@ def print_tables(result: dict) -> None:
                 f"{r['efficiency']:.2f}" if r["efficiency"] is not None else "-",
             )
         console.print(t)
+    if result.get("storage"):
+        s = result["storage"]
+        if "skipped" in s:
+            console.print(f"storage: skipped, {s['skipped']}")
+        else:
+            cores = next(k for k in s if k.startswith("build_") and k.endswith("_processes_images_per_s"))
+            console.print(
+                f"data.storage, {s['training']}: memory {s['memory_images_per_s']:,.0f} images/s, disk "
+                f"{s['disk_images_per_s']:,.0f} ({s['disk_over_memory']:.2f}x); peak RssAnon of a whole run "
+                f"(MB): {s['peak_rss_anon_mb']}\ncache build, {s['build']}: 1 process "
+                f"{s['build_1_process_images_per_s']:,.0f} images/s, {cores.split('_')[1]} processes "
+                f"{s[cores]:,.0f} ({s['build_speedup']:.2f}x)"
+            )
     if result.get("launchers"):
         s = result["launchers"]
         console.print(
@@ -489,6 +594,7 @@ def main() -> int:
     parser.add_argument("--tta", action="store_true", help="time to accuracy of the experiment presets only")
     parser.add_argument("--launchers", action="store_true", help="basic vs joblib launcher on a toy sweep only")
     parser.add_argument("--ddp", action="store_true", help="data parallel (trainer.devices) against 1 process only")
+    parser.add_argument("--storage", action="store_true", help="data.storage=disk against memory only")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.tiny:
@@ -510,6 +616,8 @@ def main() -> int:
         result["launchers"] = launchers(args.rounds)
     elif args.ddp:
         result["ddp"] = data_parallel(root, args.device, args.rounds, args.tiny)
+    elif args.storage:
+        result["storage"] = storage(root, args.device, args.batch, args.steps, args.rounds, args.tiny)
     else:
         for name in args.models.split(","):
             result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root))

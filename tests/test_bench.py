@@ -39,3 +39,25 @@ def test_bench_tiny_writes_every_number(tmp_path, cache_dir):
     assert startup["help_seconds"] > 0 and startup["peak_rss_mb"] > 0
     assert startup["start_to_first_step_seconds"] is None or startup["start_to_first_step_seconds"] > 0
     assert "dlcli/floor" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_storage_tiny_measures_both_paths_and_the_build(tmp_path, cache_dir, mnist_root):
+    import os
+
+    out = tmp_path / "storage.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--storage", "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DLCLI_CACHE": str(cache_dir), "DLCLI_DATA": str(mnist_root)},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(out.read_text())["storage"]
+    assert s["memory_images_per_s"] > 0 and s["disk_images_per_s"] > 0
+    assert s["disk_over_memory"] == pytest.approx(s["disk_images_per_s"] / s["memory_images_per_s"], abs=2e-3)
+    assert s["peak_rss_anon_mb"]["memory"] > 100 and s["peak_rss_anon_mb"]["disk"] > 100
+    assert s["build_1_process_images_per_s"] > 0 and s["build_speedup"] > 0
+    assert "cache build, 200 JPEG photos" in proc.stdout

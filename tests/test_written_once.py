@@ -13,7 +13,18 @@ from dlcli.cli import COMMANDS, PLAIN
 from dlcli.layout import BEST, CHECKPOINTS, LAST
 from dlcli.models import ACTIVATION_LAYERS, WEIGHT_FILLS
 from dlcli.plots import METRIC_LABELS
-from dlcli.settings import ACTIVATIONS, CELLS, DEVICES, INITS, MONITORS, POOLINGS, SCHEMAS, SEQUENCES, TOY_SETS
+from dlcli.settings import (
+    ACTIVATIONS,
+    CELLS,
+    DEVICES,
+    INITS,
+    MONITORS,
+    POOLINGS,
+    SCHEMAS,
+    SEQUENCES,
+    STORAGES,
+    TOY_SETS,
+)
 from dlcli.sweeps import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +39,7 @@ LISTS = {
     "data.name of toy": TOY_SETS,
     "trainer.device": DEVICES,
     "trainer.monitor": MONITORS,
+    "data.storage": STORAGES,
     **{f"{group}=": tuple(OPTIONS[group]) for group in SCHEMAS if group != "trainer"},
 }
 # every name a list may sit beside in a sentence: a run of such names holding a stale one fails

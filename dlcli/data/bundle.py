@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,15 +53,22 @@ class Split:
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         """The samples at positions idx: on the device, or (disk) gathered from the map on the CPU."""
-        return self.x.index_select(0, idx if self.rows is None else self.rows[idx])
+        return self.x.index_select(0, idx) if self.rows is None else _rows(self.x, self.rows[idx])
 
     def take(self, start: int, stop: int) -> torch.Tensor:
         """Samples start..stop: a view on the device, or (disk) gathered from the map on the CPU."""
-        return self.x[start:stop] if self.rows is None else self.x.index_select(0, self.rows[start:stop])
+        return self.x[start:stop] if self.rows is None else _rows(self.x, self.rows[start:stop])
 
     def head(self, n: int) -> torch.Tensor:
         """The first n samples, on the training device."""
         return self.take(0, n).to(self.y.device)
+
+
+def _rows(store: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of the mapped store, copied by NumPy: one thread, the one that asks (the gathering thread
+    of `ahead`), where torch's index_select would start a second team of its intra-op threads on
+    the cores that train."""
+    return torch.from_numpy(np.take(store.numpy(), rows.numpy(), axis=0))
 
 
 @dataclass

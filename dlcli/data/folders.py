@@ -311,6 +311,7 @@ def decode_into(
     import multiprocessing
     import sys
 
+    from torchvision.transforms.v2 import functional  # noqa: F401  imported once, before the processes fork
     from tqdm import tqdm
 
     chunks = [(start, files[start : start + DECODE_CHUNK]) for start in range(0, len(files), DECODE_CHUNK)]
