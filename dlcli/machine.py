@@ -115,6 +115,11 @@ def process_age() -> float | None:
     return round(age, 2) if age >= 0 else None  # negative: the two clocks disagree (some containers)
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def available_memory() -> int:
     """Bytes of RAM the kernel could give without swapping (Linux's MemAvailable), else the free pages."""
     try:

@@ -320,7 +320,9 @@ class ImageFolderSettings:
 def check_storage(storage: str, memory_fraction: float) -> None:
     _choice("data.storage", storage, STORAGES)
     require(
-        0.0 < memory_fraction <= 1.0,
+        isinstance(memory_fraction, (int, float))
+        and not isinstance(memory_fraction, bool)
+        and 0 < memory_fraction <= 1,
         "data.memory_fraction",
         memory_fraction,
         "a fraction in (0, 1]: of the available memory that data.storage=auto lets the images take",

@@ -386,6 +386,7 @@ def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int,
     image folder's cache with 1 decoding process against one per core."""
     from dlcli.data import load_data
     from dlcli.data.folders import load_image_folder
+    from dlcli.machine import cores as machine_cores
     from dlcli.machine import peak_rss_anon
     from dlcli.settings import ImageDataSettings
 
@@ -440,7 +441,7 @@ def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int,
                 start = time.perf_counter()
                 load_image_folder(folder, image_size=64, workers=workers)
                 build[workers].append(n_images / (time.perf_counter() - start))
-    cores = len(os.sched_getaffinity(0))
+    cores = machine_cores()
     one, all_cores = statistics.median(build[1]), statistics.median(build[0])
     return {
         "training": f"lenet on MNIST ({batch * steps} images), batch {batch}, {device}",

@@ -190,6 +190,21 @@ def test_a_damaged_image_in_a_decoding_process_is_one_line_naming_it(tmp_path, o
     assert "\n" not in str(info.value) and not own_cache.exists()
 
 
+def test_a_decoding_process_that_dies_is_one_line_not_a_hang(tmp_path, own_cache, monkeypatch):
+    root = write_images(tmp_path / "img", 100, size=8)
+    decode = folders._decode_file
+
+    def killed_on(path, *args):  # as the kernel's OOM killer would end it
+        if path.name == "50-0.ppm":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decode(path, *args)
+
+    monkeypatch.setattr(folders, "_decode_file", killed_on)
+    with pytest.raises(DataError, match=r"a process decoding the images of .* died before it was done") as info:
+        load_image_folder(root, workers=2)
+    assert "data.workers=1" in str(info.value) and not own_cache.exists()
+
+
 def test_bad_storage_keys_are_one_line(dlcli, tmp_path):
     root = write_images(tmp_path / "img", 3)
     for override, needle in (

@@ -68,6 +68,8 @@ def _rows(store: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Rows of the mapped store, copied by NumPy: one thread, the one that asks (the gathering thread
     of `ahead`), where torch's index_select would start a second team of its intra-op threads on
     the cores that train."""
+    if store.device.type != "cpu":  # a loader of one's own may hand over a store on the GPU: no map to read
+        return store.index_select(0, rows.to(store.device))
     return torch.from_numpy(np.take(store.numpy(), rows.numpy(), axis=0))
 
 
@@ -167,6 +169,11 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         train_x, test_x = (train_x[train_rows] - mean) / std, (test_x[test_rows] - mean) / std
         train_rows, test_rows = torch.arange(len(train_y)), torch.arange(len(test_y))
         scale = shift = torch.zeros(())
+    if not images and _storage_keys(spec)[0] == "disk":
+        raise ConfigError(
+            "data.storage=disk is invalid for this data: it reads uint8 images from their cache; feature "
+            "rows are parsed whole and stay in memory (data.storage=memory)"
+        )
     storage = choose_storage(spec, train_x, len(train_rows) + len(test_rows), device, processes) if images else "memory"
 
     perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
@@ -234,7 +241,7 @@ def _storage_keys(spec) -> tuple[str, float]:
         fraction = spec.kwargs.get("memory_fraction", ImageFolderSettings.memory_fraction)
         check_storage(storage, fraction)
         return storage, fraction
-    return spec.storage, spec.memory_fraction
+    return getattr(spec, "storage", "memory"), getattr(spec, "memory_fraction", ImageFolderSettings.memory_fraction)
 
 
 def _size(n_bytes: float) -> str:
@@ -284,29 +291,27 @@ def train_batches(
     """
     split = data.train
     n, device = len(split), split.y.device
+    # drawn on the CPU, then moved to the device once per epoch: no batch waits on a copy of its indices
     order = torch.randperm(n, generator=generator)
     if data.augment:
-        shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator)
-        flips = torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)
-    if split.rows is None:
-        order = order.to(device)
-        if data.augment:
-            shifts, flips = shifts.to(device), flips.to(device)
+        shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator).to(device)
+        flips = (torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)).to(device)
+    on_device = order.to(device)
+    # the disk path gathers by the CPU copy of the order (in the gathering thread); labels and draws by the device's
+    by = on_device if split.rows is None else order
 
-    def gathered(b: int) -> tuple[tuple[int, torch.Tensor, int, int], torch.Tensor]:
-        rows = order[b * batch_size : (b + 1) * batch_size]
-        mine = share(len(rows), shard)
-        idx = rows[mine]
-        return (b, idx, len(rows), mine.start), split.gather(idx)
+    def gathered(b: int) -> tuple[int, torch.Tensor]:
+        rows = by[b * batch_size : (b + 1) * batch_size]
+        return b, split.gather(rows[share(len(rows), shard)])
 
     batches = map(gathered, range(start, batches_per_epoch(n, batch_size, shard[1])))
-    for (b, idx, total, first), x in batches if split.rows is None else ahead(batches, device):
+    for b, x in batches if split.rows is None else ahead(batches, device):
+        rows = on_device[b * batch_size : (b + 1) * batch_size]
+        mine = share(len(rows), shard)
         if data.augment:
-            at = b * batch_size + first
-            x = crop_and_flip(
-                x, shifts[at : at + len(idx)].to(device), flips[at : at + len(idx)].to(device), data.crop_padding
-            )
-        yield data.inputs(x), split.y.index_select(0, idx.to(device)), total
+            at = b * batch_size + mine.start
+            x = crop_and_flip(x, shifts[at : at + len(x)], flips[at : at + len(x)], data.crop_padding)
+        yield data.inputs(x), split.y.index_select(0, rows[mine]), len(rows)
 
 
 def eval_batches(data: DataBundle, split_name: str, batch_size: int, shard: tuple[int, int] = (0, 1)):
@@ -382,7 +387,7 @@ def ahead(items: Iterator[tuple[Any, torch.Tensor]], device: torch.device, depth
             pending = following
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout=10)  # a gather under way ends within a batch; none is left waiting on the queue
 
 
 def crop_and_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import io
 import json
@@ -85,19 +86,27 @@ def open_cache(stem: Path, fingerprint: list) -> tuple[torch.Tensor, torch.Tenso
 def building(stem: Path):
     """Hold the cache's lock while it is checked and built: a second process of the run waits here,
     then finds the cache complete. A build that fails (an unreadable image, say) leaves nothing:
-    the lock file, and the cache folder, go again if this call made them. Where the lock file
-    cannot be made, the caller builds without it (build_cache then finds the folder unwritable)."""
+    the lock file, and the cache folder, go again if this call made them; a process that was
+    waiting for that lock file takes the one there now. Where the lock file cannot be made, the
+    caller builds without it (build_cache then finds the folder unwritable)."""
     lock = stem.with_name(stem.name + ".lock")
-    made = [p for p in (*reversed(lock.parents[: len(lock.parents) - 1]),) if not p.exists()]
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        lock_made = not lock.exists()
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield
-        return
-    try:
+    made = [p for p in reversed(lock.parents[: len(lock.parents) - 1]) if not p.exists()]
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            lock_made = not lock.exists()
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield
+            return
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file a failed build removed meanwhile: lock the one there now
+    try:
         yield
     except BaseException:
         if lock_made:
@@ -125,12 +134,13 @@ def build_cache(
     import numpy as np
 
     images, labels_path, meta = _paths(stem)
-    partial = images.with_name(images.name + ".partial")
+    # a file of this build's own: a killed build's workers may still be writing into theirs
+    partial = images.with_name(f"{images.name}.{os.getpid()}.partial")
     try:
         images.parent.mkdir(parents=True, exist_ok=True)
-        # a new file, not the old one reopened: a killed build's workers may still be writing to that
-        partial.unlink(missing_ok=True)
-        meta.unlink(missing_ok=True)  # the old cache is no longer complete from here on
+        meta.unlink(missing_ok=True)  # the old cache is no longer complete from here on, and its room is needed
+        for old in (images, labels_path, *images.parent.glob(f"{glob.escape(images.name)}.*.partial")):
+            old.unlink(missing_ok=True)  # under the lock: every partial file here is a killed build's
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
         offset = out.offset
         del out
@@ -158,8 +168,13 @@ def build_cache(
             "sources": fingerprint,
         }
         write_atomic(meta, lambda f: f.write(json.dumps(record)))
-    except OutputError:
-        return None
+    except OutputError as exc:  # room for the images, then none for the rest: decoding into memory would not fit either
+        for path in (images, labels_path):
+            path.unlink(missing_ok=True)
+        raise DataError(
+            f"the image cache {images} could not be written ({exc}); free some space, or put the cache on "
+            "another disk with DLCLI_CACHE=DIR"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
     return open_cache(stem, fingerprint)
@@ -173,6 +188,8 @@ def _stamp(path: Path) -> list[int]:
 def _reserve(path: Path, size: int) -> None:
     """Allocate the file's blocks now: writing into a mapped file the disk has no room for would kill
     the process with SIGBUS, not raise."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: the writes themselves find out
+        return
     fd = os.open(path, os.O_RDWR)
     try:
         os.posix_fallocate(fd, 0, size)

@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +32,7 @@ from dlcli.data.scan import INSIDE, Scan
 from dlcli.data.tables import check_fraction, held_out_rows
 from dlcli.errors import ConfigError, DataError, one_line
 from dlcli.files import open_regular
+from dlcli.machine import cores
 from dlcli.settings import ImageFolderSettings
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, written out so that a cache hit never imports torchvision
@@ -309,36 +312,40 @@ def decode_into(
     """Decode `files` into the .npy at `path` (made for them), in `workers` processes (0: one per
     core), each writing its images straight into the file; a progress bar on a terminal."""
     import multiprocessing
-    import sys
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     from torchvision.transforms.v2 import functional  # noqa: F401  imported once, before the processes fork
     from tqdm import tqdm
 
     chunks = [(start, files[start : start + DECODE_CHUNK]) for start in range(0, len(files), DECODE_CHUNK)]
-    workers = min(workers or len(os.sched_getaffinity(0)), len(chunks))
+    workers = min(workers or cores(), len(chunks))
     setup = (path, channels, size, max_pixels, key)
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            # fork, as torch's DataLoader does on Linux: the decoding needs nothing imported again
-            method = (
-                "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else "spawn"
-            )
-            pool = stack.enter_context(
-                multiprocessing.get_context(method).Pool(workers, initializer=_start_decoder, initargs=setup)
-            )
-            done = pool.imap_unordered(_decode_chunk, chunks)
-        else:
+    bar = tqdm(total=len(files), unit="img", desc=f"decoding {label}", disable=not sys.stderr.isatty(), leave=False)
+    with bar:
+        if workers <= 1:
             _start_decoder(*setup, in_process=True)
-            stack.callback(_stop_decoder)
-            done = map(_decode_chunk, chunks)
-        bar = stack.enter_context(
-            tqdm(total=len(files), unit="img", desc=f"decoding {label}", disable=not sys.stderr.isatty(), leave=False)
-        )
-        for count in done:
-            bar.update(count)
-        if workers > 1:
-            pool.close()  # done: the workers end on their own, rather than by the SIGTERM of the pool's exit
-            pool.join()
+            try:
+                for chunk in chunks:
+                    bar.update(_decode_chunk(chunk))
+            finally:
+                _stop_decoder()
+            return
+        # fork, as torch's DataLoader does on Linux: the decoding needs nothing imported again
+        fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux"
+        context = multiprocessing.get_context("fork" if fork else "spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_decoder, initargs=setup)
+        try:
+            for done in as_completed([pool.submit(_decode_chunk, chunk) for chunk in chunks]):
+                bar.update(done.result())
+        except BrokenProcessPool:  # a process that died (the kernel's OOM killer, a crashing decoder) answers nothing
+            raise DataError(
+                f"a process decoding the images of {label} died before it was done (out of memory?); "
+                f"try fewer at once with data.workers={max(1, workers // 2)}"
+            ) from None
+        finally:
+            # the first bad file (or Ctrl-C) ends the build without decoding the rest
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 _decoder: dict = {}  # in a decoding process: the open .npy and what to decode into it
@@ -347,8 +354,6 @@ _decoder: dict = {}  # in a decoding process: the open .npy and what to decode i
 def _start_decoder(
     path: Path, channels: int, size: tuple[int, int], max_pixels: int, key: str, in_process: bool = False
 ) -> None:
-    import signal
-
     import numpy as np
 
     if not in_process:
@@ -358,8 +363,22 @@ def _start_decoder(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _end_with_parent()
         torch.set_num_threads(1)  # one image at a time per process; the processes fill the cores
     _decoder.update(out=np.lib.format.open_memmap(path, mode="r+"), args=(channels, size, max_pixels, key))
+
+
+def _end_with_parent() -> None:
+    """Linux: end this process when the one that started it ends, even by SIGKILL. An orphan would
+    keep decoding into a file no one reads, holding the cache's lock and the parent's stdout."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: nothing would send the signal
+            os._exit(1)
 
 
 def _stop_decoder() -> None:
