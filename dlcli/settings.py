@@ -349,11 +349,14 @@ class CSVSettings:
     test_fraction: float = 0.2
     seed: int = 0  # of the held-out test split, fixed apart from trainer.seed
     subset: Optional[int] = None
+    storage: str = "auto"  # as for images: memory, or the standardized rows mapped from a .npy on disk
+    memory_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the CSV file, e.g. data.path=iris.csv")
         _required("data.label", self.label, "the name of the label column, e.g. data.label=species")
         _check_split(self.seed, self.test_fraction, self.subset)
+        check_storage(self.storage, self.memory_fraction)
 
 
 @dataclass
@@ -365,10 +368,13 @@ class ArraysSettings:
     test_fraction: float = 0.2
     seed: int = 0  # of the held-out test split, fixed apart from trainer.seed
     subset: Optional[int] = None
+    storage: str = "auto"  # as for images: memory, or the standardized rows mapped from a .npy on disk
+    memory_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the .npz file, e.g. data.path=features.npz")
         _check_split(self.seed, self.test_fraction, self.subset)
+        check_storage(self.storage, self.memory_fraction)
 
 
 # --- loss and regularization -----------------------------------------------------------------------

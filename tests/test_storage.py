@@ -22,7 +22,7 @@ from dlcli.data.bundle import eval_batches
 from dlcli.data.folders import load_image_folder
 from dlcli.errors import ConfigError, DataError
 from dlcli.machine import peak_rss_anon
-from dlcli.settings import Custom, ImageDataSettings, ImageFolderSettings
+from dlcli.settings import CSVSettings, Custom, ImageDataSettings, ImageFolderSettings
 
 CPU = torch.device("cpu")
 
@@ -97,6 +97,25 @@ def test_a_loader_of_your_own_can_hand_the_disk_path_a_memory_map(tmp_path, monk
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
     with pytest.raises(ConfigError, match="data.storage='ssd' is invalid"):
         load_data(Custom("my_mapped_loader.load", {"storage": "ssd"}), 0, 0.2, CPU)
+
+
+def test_a_table_on_disk_gives_the_rows_it_gives_in_memory(tmp_path, own_cache):
+    rng = np.random.default_rng(0)
+    rows = "\n".join(",".join(f"{v:.4f}" for v in rng.normal(size=4)) + f",{i % 3}" for i in range(300))
+    (tmp_path / "t.csv").write_text("a,b,c,d,y\n" + rows + "\n")
+    memory, disk = (
+        load_data(CSVSettings(path=str(tmp_path / "t.csv"), label="y", storage=s), 0, 0.2, CPU)
+        for s in ("memory", "disk")
+    )
+    assert (memory.storage, disk.storage) == ("memory", "disk") and disk.train.x.dtype == torch.float32
+    one, two = (list(train_batches(d, 32, torch.Generator().manual_seed(2))) for d in (memory, disk))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one, two)) and len(one) == len(two)
+    pairs = zip(eval_batches(memory, "test", 25), eval_batches(disk, "test", 25))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
+    (stored,) = [p for p in own_cache.glob("table-t-*.npy") if not p.name.endswith(".labels.npy")]
+    assert np.load(stored).dtype == np.float32 and np.load(stored).shape == (300, 4)
+    again = load_data(CSVSettings(path=str(tmp_path / "t.csv"), label="y", storage="disk"), 0, 0.2, CPU)
+    assert torch.equal(next(eval_batches(again, "test", 25))[0], next(eval_batches(disk, "test", 25))[0])
 
 
 def test_auto_keeps_mnist_in_memory_and_a_set_over_its_rule_on_disk(mnist_root, caplog):

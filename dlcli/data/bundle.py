@@ -10,12 +10,14 @@ copied from pinned memory on a stream of its own), so the same batches in the sa
 the model either way. Feature rows are standardized once, when they are loaded.
 """
 
+import hashlib
 import inspect
 import logging
 import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcli.data.builtin import IMAGE_SETS
+from dlcli.data.cache import build_cache, building, cache_file, open_cache
 from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
 from dlcli.machine import available_memory, import_target
@@ -169,12 +172,10 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         train_x, test_x = (train_x[train_rows] - mean) / std, (test_x[test_rows] - mean) / std
         train_rows, test_rows = torch.arange(len(train_y)), torch.arange(len(test_y))
         scale = shift = torch.zeros(())
-    if not images and _storage_keys(spec)[0] == "disk":
-        raise ConfigError(
-            "data.storage=disk is invalid for this data: it reads uint8 images from their cache; feature "
-            "rows are parsed whole and stay in memory (data.storage=memory)"
-        )
-    storage = choose_storage(spec, train_x, len(train_rows) + len(test_rows), device, processes) if images else "memory"
+    storage = choose_storage(spec, train_x, len(train_rows) + len(test_rows), device, processes)
+    if storage == "disk" and not images:  # parsed whole, then standardized: mapped from a file of their own
+        train_x, test_x, test_rows = spill(spec, train_x, train_y, test_x, test_y)
+        train_rows = torch.arange(len(train_y))
 
     perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(len(train_y) * val_fraction))
@@ -206,6 +207,39 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
     )
 
 
+def spill(spec, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor):
+    """A table's standardized splits written to one .npy cache (train rows, then test rows) and mapped:
+    (store, store, test rows). Named by a digest of the rows, so a run on the same table finds it."""
+    digest = hashlib.sha256()
+    for t in (train_x, train_y, test_x, test_y):
+        digest.update(str(tuple(t.shape)).encode() + t.contiguous().numpy().tobytes())
+    fingerprint = ["table", 1, digest.hexdigest()]
+    source = Path(getattr(spec, "path", None) or "table").expanduser()
+    stem = cache_file(source.resolve().parent, f"table-{source.stem}-{digest.hexdigest()[:12]}")
+    n = len(train_x)
+
+    def fill(path: Path) -> None:
+        out = np.lib.format.open_memmap(path, mode="r+")
+        out[:n], out[n:] = train_x.numpy(), test_x.numpy()
+        out.flush()
+
+    with building(stem):
+        stored = open_cache(stem, fingerprint) or build_cache(
+            stem,
+            fingerprint,
+            (n + len(test_x), *train_x.shape[1:]),
+            torch.cat([train_y, test_y]),
+            fill,
+            dtype="float32",
+        )
+    if stored is None:  # no folder to write the cache in: the rows stay where they are
+        raise DataError(
+            f"data.storage=disk needs a folder for the table's cache and {stem.parent} cannot be written; "
+            "set DLCLI_CACHE=DIR, or use data.storage=memory"
+        )
+    return stored[0], stored[0], torch.arange(n, n + len(test_x))
+
+
 def _whole(x: torch.Tensor, rows: torch.Tensor) -> bool:
     """rows are all of x, in order: the split is x itself, with no copy."""
     return len(rows) == len(x) and bool((rows == torch.arange(len(x))).all())
@@ -218,11 +252,11 @@ def choose_storage(spec, x: torch.Tensor, n: int, device: torch.device, processe
     wanted, fraction = _storage_keys(spec)
     if wanted != "auto":
         return wanted
-    need = n * x[:1].numel()  # uint8: a byte per value
+    need = n * x[:1].numel() * x.element_size()
     ram = available_memory()
     fits = need * processes <= fraction * ram
     reason = (
-        f"the images take {_size(need)}{f' in each of {processes} processes' if processes > 1 else ''}, "
+        f"the {'images' if x.dtype == torch.uint8 else 'rows'} take {_size(need)}{f' in each of {processes} processes' if processes > 1 else ''}, "
         f"{'within' if fits else 'more than'} data.memory_fraction={fraction:g} of the {_size(ram)} of RAM available"
     )
     if fits and device.type == "cuda":

@@ -1,6 +1,8 @@
-"""The uint8 cache of decoded images: one set of files per dataset split, memory-mapped when read.
+"""The cache of decoded images (and of feature tables on the disk path): one set of files per
+dataset split, memory-mapped when read.
 
-    <name>.npy          the images, uint8 [N, C, H, W], in NumPy's format (any NumPy tool reads it)
+    <name>.npy          the images, uint8 [N, C, H, W] (a table's rows: float32 [N, F]), in NumPy's
+                        format (any NumPy tool reads it)
     <name>.labels.npy   the labels, int64 [N]
     <name>.json         what they were made from (the sources' fingerprint), and the two files' size
                         and mtime; written last, so a cache without it is not complete
@@ -77,7 +79,7 @@ def open_cache(stem: Path, fingerprint: list) -> tuple[torch.Tensor, torch.Tenso
         y = np.load(labels)
     except Exception:  # absent, stale format or damaged: rebuild it from the sources
         return None
-    if x.dtype != np.uint8 or x.ndim != 4 or y.shape != (len(x),) or list(x.shape) != record.get("shape"):
+    if x.dtype.str != record.get("dtype", "|u1") or y.shape != (len(x),) or list(x.shape) != record.get("shape"):
         return None
     return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64, copy=False))
 
@@ -126,6 +128,7 @@ def build_cache(
     labels: torch.Tensor,
     fill: Callable[[Path], None],
     check: Callable[[], None] = lambda: None,
+    dtype: str = "uint8",
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Write the images of `shape` by `fill(partial_path)` (which opens the .npy there and writes its
     rows), then the labels and the record, and map the result. `check()` runs after `fill`, before
@@ -141,10 +144,10 @@ def build_cache(
         meta.unlink(missing_ok=True)  # the old cache is no longer complete from here on, and its room is needed
         for old in (images, labels_path, *images.parent.glob(f"{glob.escape(images.name)}.*.partial")):
             old.unlink(missing_ok=True)  # under the lock: every partial file here is a killed build's
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        offset = out.offset
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=shape)
+        offset, n_bytes, kind = out.offset, out.nbytes, out.dtype.str
         del out
-        _reserve(partial, offset + int(np.prod(shape)))
+        _reserve(partial, offset + n_bytes)
     except DataError:
         partial.unlink(missing_ok=True)
         raise
@@ -163,6 +166,7 @@ def build_cache(
         record = {
             "format": FORMAT,
             "shape": list(shape),
+            "dtype": kind,
             "images": _stamp(images),
             "labels": _stamp(labels_path),
             "sources": fingerprint,
