@@ -10,14 +10,38 @@ from torch import nn
 
 from dlcli.errors import ConfigError, first_line
 from dlcli.machine import import_target
-from dlcli.settings import kwargs_of, target_of
+from dlcli.settings import CrossEntropySettings, kwargs_of, target_of
 
 
 class CrossEntropy(nn.Module):
-    """-log softmax(z)_y: softmax and negative log-likelihood fused for stability."""
+    """-log softmax(z)_y: softmax and negative log-likelihood fused for stability; optionally with
+    smoothed targets and per-class weights (torch's F.cross_entropy does both)."""
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights: list[float] | None = None):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(z, y)
+        w = None if self.class_weights is None else self.class_weights.to(z.dtype)
+        return F.cross_entropy(z, y, weight=w, label_smoothing=self.label_smoothing)
+
+
+def class_weights(wanted, labels: torch.Tensor, classes: int) -> list[float] | None:
+    """loss.class_weights as numbers: balanced is n / (K * n_k) from the training labels (scikit-learn's
+    rule; 0 for a class the split lacks); a list must have one weight per class."""
+    if wanted is None:
+        return None
+    if wanted == "balanced":
+        counts = torch.bincount(labels.cpu(), minlength=classes).double()
+        return [len(labels) / (classes * c) if c else 0.0 for c in counts.tolist()]
+    if len(wanted) != classes:
+        raise ConfigError(
+            f"loss.class_weights={list(wanted)} is invalid: this data has {classes} classes, so give "
+            f"{classes} weights, or loss.class_weights=balanced"
+        )
+    return [float(v) for v in wanted]
 
 
 class NLL(nn.Module):
@@ -47,12 +71,19 @@ class Hinge(nn.Module):
         return F.multi_margin_loss(z, y, margin=self.margin)
 
 
-def build_loss(spec) -> nn.Module:
+def build_loss(spec, labels: torch.Tensor | None = None, classes: int = 0) -> nn.Module:
+    """The loss option's module, on the device of `labels` (the training split's, which
+    loss.class_weights=balanced counts)."""
     from hydra.utils import instantiate
 
     cls = import_target(target_of(spec), "loss._target_", "name a loss module such as dlcli.losses.CrossEntropy")
+    keys = kwargs_of(spec)
+    if isinstance(spec, CrossEntropySettings) and labels is not None:
+        keys["class_weights"] = class_weights(spec.class_weights, labels, classes)
+    elif isinstance(spec, CrossEntropySettings) and spec.class_weights == "balanced":
+        keys["class_weights"] = None  # no training labels here (dlcli gradcheck): unweighted
     try:
-        loss = cls(**instantiate(kwargs_of(spec), _convert_="all"))
+        loss = cls(**instantiate(keys, _convert_="all"))
     except Exception as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(
@@ -65,4 +96,4 @@ def build_loss(spec) -> nn.Module:
             f"loss._target_={target_of(spec)} built a {type(loss).__name__}, not a torch.nn.Module; "
             "name a loss module called as loss(logits, labels), e.g. torch.nn.CrossEntropyLoss"
         )
-    return loss
+    return loss.to(labels.device) if labels is not None else loss

@@ -383,6 +383,28 @@ class ArraysSettings:
 @dataclass
 class CrossEntropySettings:
     _target_: str = "dlcli.losses.CrossEntropy"  # softmax + negative log-likelihood on the logits
+    label_smoothing: float = 0.0  # the target puts 1 - s on the label and s/K on every class
+    class_weights: Any = None  # null; balanced (n / (K * n_k) from the training split); or one weight per class
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.label_smoothing, (int, float)) and 0.0 <= self.label_smoothing < 1.0,
+            "loss.label_smoothing",
+            self.label_smoothing,
+            "a number in [0, 1)",
+        )
+        w = self.class_weights
+        ok = (
+            w is None
+            or w == "balanced"
+            or (
+                isinstance(w, (list, tuple))
+                and len(w) > 0
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in w)
+                and any(v > 0 for v in w)
+            )
+        )
+        require(ok, "loss.class_weights", w, "null, balanced, or a list of one weight >= 0 per class, e.g. [1,5]")
 
 
 @dataclass

@@ -175,3 +175,47 @@ def test_a_penalty_of_your_own_is_trained_with(dlcli, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert int((tmp_path / "calls.txt").read_text()) >= 5  # every optimizer step of the epoch
+
+
+def test_label_smoothing_and_class_weights_are_torchs_cross_entropy():
+    z, y = torch.randn(12, 3), torch.tensor([0] * 8 + [1] * 3 + [2])
+    smoothed = build_loss(SCHEMAS["loss"]["cross_entropy"](label_smoothing=0.1), y, 3)
+    assert smoothed(z, y).item() == pytest.approx(nn.CrossEntropyLoss(label_smoothing=0.1)(z, y).item(), rel=1e-12)
+    balanced = build_loss(SCHEMAS["loss"]["cross_entropy"](class_weights="balanced"), y, 3)
+    weights = torch.tensor([12 / (3 * 8), 12 / (3 * 3), 12 / (3 * 1)])  # n / (K * n_k)
+    assert torch.allclose(balanced.class_weights, weights.to(balanced.class_weights.dtype))
+    assert balanced(z, y).item() == pytest.approx(nn.CrossEntropyLoss(weight=weights.double())(z, y).item(), rel=1e-6)
+    listed = build_loss(SCHEMAS["loss"]["cross_entropy"](class_weights=[1, 2, 0.5]), y, 3)
+    assert listed(z, y).item() == pytest.approx(
+        nn.CrossEntropyLoss(weight=torch.tensor([1, 2, 0.5], dtype=torch.float64))(z, y).item(), rel=1e-6
+    )
+    with pytest.raises(ConfigError, match=r"loss.class_weights=\[1, 2\] is invalid: this data has 3 classes"):
+        build_loss(SCHEMAS["loss"]["cross_entropy"](class_weights=[1, 2]), y, 3)
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("loss.label_smoothing=1", "loss.label_smoothing=1 is invalid: a number in [0, 1)"),
+        ("loss.label_smoothing=-0.1", "loss.label_smoothing=-0.1 is invalid"),
+        ("loss.class_weights=[1,-1]", "loss.class_weights=[1, -1] is invalid: null, balanced, or a list"),
+        ("loss.class_weights=even", "loss.class_weights='even' is invalid"),
+    ],
+)
+def test_bad_smoothing_or_weights_are_one_line(dlcli, override, needle):
+    from conftest import assert_one_line_error
+
+    assert_one_line_error(dlcli("train", *FAST_TOY, override), needle)
+
+
+def test_a_run_with_balanced_weights_trains_and_its_eval_reports_balanced_accuracy(dlcli, tmp_path):
+    import json
+
+    proc = dlcli("train", *FAST_TOY, "loss.class_weights=balanced", "loss.label_smoothing=0.05", "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    proc = dlcli("eval", f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", "hydra.run.dir=ev")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    recall = report["per_class_recall"]
+    assert len(recall) == 3 and report["balanced_acc"] == pytest.approx(sum(recall) / 3)
+    assert "balanced accuracy" in proc.stdout

@@ -76,7 +76,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     model, data = on_device(settings.model, data, device, t.channels_last)  # laid out as in training: same numbers
     load_weights(model, state, path)
     result = evaluate(
-        model, data, cfg.split, build_loss(settings.loss), t.eval_batch_size, lambda: autocast(t.precision, device)
+        model,
+        data,
+        cfg.split,
+        build_loss(settings.loss, data.train.y, data.num_classes),
+        t.eval_batch_size,
+        lambda: autocast(t.precision, device),
     )
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -89,7 +94,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "loss": result["loss"],
         "acc": result["acc"],
         "n": result["n"],
-        "per_class_acc": per_class_accuracy(result["confusion"]),
+        # recall per class, and its mean: what accuracy hides when the classes are imbalanced
+        "per_class_recall": per_class_recall(result["confusion"]),
+        "balanced_acc": balanced_accuracy(result["confusion"]),
         "classes": list(data.classes),
         "confusion": result["confusion"],
         "device": str(device),
@@ -140,8 +147,15 @@ def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[
     return drawn
 
 
-def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
+def per_class_recall(confusion: list[list[int]]) -> list[float]:
+    """Of each class's samples, the fraction predicted as that class (0 for a class with none)."""
     return [row[i] / sum(row) if sum(row) else 0.0 for i, row in enumerate(confusion)]
+
+
+def balanced_accuracy(confusion: list[list[int]]) -> float:
+    """The mean recall over the classes the split holds."""
+    recalls = [row[i] / sum(row) for i, row in enumerate(confusion) if sum(row)]
+    return sum(recalls) / len(recalls) if recalls else 0.0
 
 
 def print_report(report: dict) -> None:
@@ -158,16 +172,17 @@ def print_report(report: dict) -> None:
     head = Table()
     head.add_column("loss", justify="right")
     head.add_column("accuracy", justify="right")
-    head.add_row(f"{report['loss']:.4f}", f"{report['acc']:.2%}")
+    head.add_column("balanced accuracy", justify="right")
+    head.add_row(f"{report['loss']:.4f}", f"{report['acc']:.2%}", f"{report['balanced_acc']:.2%}")
     console.print(head)
 
     classes = report["classes"]
     matrix = Table(title="confusion matrix (rows: true class, columns: predicted)")
     matrix.add_column("class")
-    matrix.add_column("acc", justify="right")
+    matrix.add_column("recall", justify="right")
     for i in range(len(classes)):
         matrix.add_column(str(i), justify="right")
     for i, (name, row) in enumerate(zip(classes, report["confusion"])):
         cells = [f"[bold]{v}[/bold]" if j == i else (str(v) if v else "·") for j, v in enumerate(row)]
-        matrix.add_row(f"{i} {name}" if name != str(i) else name, f"{report['per_class_acc'][i]:.1%}", *cells)
+        matrix.add_row(f"{i} {name}" if name != str(i) else name, f"{report['per_class_recall'][i]:.1%}", *cells)
     console.print(matrix)

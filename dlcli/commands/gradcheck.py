@@ -139,7 +139,7 @@ def run_gradcheck(cfg: DictConfig) -> list[TensorCheck]:
     y = torch.arange(g.batch) % classes
     penalty = build_penalty(settings.regularization, model)
     results, atol, min_grad = check_gradients(
-        model, build_loss(settings.loss), penalty, x, y, g.samples, g.h, g.tolerance, g.atol, g.min_grad
+        model, build_loss(settings.loss, y, classes), penalty, x, y, g.samples, g.h, g.tolerance, g.atol, g.min_grad
     )
     print_results(results, settings, g, atol, min_grad)
     failed = [r.name for r in results if not r.passed]

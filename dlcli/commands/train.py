@@ -104,7 +104,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             model, device_ids=[device] if device.type == "cuda" else None
         )
         torch.manual_seed(t.seed + world.rank)  # dropout: other draws in each process
-    loss_fn = build_loss(settings.loss)
+    loss_fn = build_loss(settings.loss, data.train.y, data.num_classes)
     optimizer = build_optimizer(settings.optimizer, model, device)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size, world.size)
     penalty = build_penalty(settings.regularization, model)
