@@ -614,7 +614,10 @@ class EarlyStoppingSettings:
 @dataclass
 class TrainerSettings:
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int = 128  # the samples of one optimizer step, over all processes
+    accumulate: int = (
+        1  # split each batch into this many micro-batches, their gradients summed: batch_size's memory / K
+    )
     eval_batch_size: int = 1000
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -639,6 +642,14 @@ class TrainerSettings:
         _choice("trainer.precision", self.precision, ("32", "bf16", "fp16"))
         require(1 <= self.epochs <= 100_000, "trainer.epochs", self.epochs, "an integer in [1, 100000]")
         require(1 <= self.batch_size <= 1_000_000, "trainer.batch_size", self.batch_size, "an integer in [1, 1000000]")
+        require(1 <= self.accumulate <= 1024, "trainer.accumulate", self.accumulate, "an integer in [1, 1024]")
+        require(
+            self.batch_size % self.accumulate == 0,
+            "trainer.batch_size",
+            self.batch_size,
+            f"trainer.accumulate={self.accumulate} micro-batches must divide it; choose a batch_size that is a "
+            f"multiple of {self.accumulate}, e.g. {self.batch_size - self.batch_size % self.accumulate or self.accumulate}",
+        )
         require(
             1 <= self.eval_batch_size <= 1_000_000,
             "trainer.eval_batch_size",

@@ -200,19 +200,29 @@ class Trainer:
 
         batches = train_batches(self.data, s.batch_size, order, start=first, shard=world.shard)
         for b, (x, y, n) in enumerate(batches, start=first):
-            with self.autocast():
-                z = model(x)
-                loss = self.loss_fn(z, y)
-            if world.size > 1:  # DDP averages over processes: weigh each share by its size, so that
-                loss = loss * (len(y) * world.size / n)  # uneven shares give the global batch's mean
-            objective = loss + self.penalty() if self.penalty.active else loss
             self.optimizer.zero_grad(set_to_none=True)
+            # trainer.accumulate: the batch in micro-batches, each loss weighed by its share of the batch,
+            # so the summed gradients are the whole batch's; DDP all-reduces only with the last one
+            micro = [(xm, ym) for xm, ym in zip(x.tensor_split(s.accumulate), y.tensor_split(s.accumulate)) if len(ym)]
+            loss, hits = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+            for j, (xm, ym) in enumerate(micro):
+                last = j == len(micro) - 1
+                with contextlib.nullcontext() if last or world.size == 1 else model.no_sync():
+                    with self.autocast():
+                        zm = model(xm)
+                        lm = self.loss_fn(zm, ym)
+                    if len(micro) > 1:
+                        lm = lm * (len(ym) / len(y))
+                    if world.size > 1:  # DDP averages over processes: weigh each share by its size, so that
+                        lm = lm * (len(y) * world.size / n)  # uneven shares give the global batch's mean
+                    objective = lm + self.penalty() if self.penalty.active and last else lm
+                    (objective if self.scaler is None else self.scaler.scale(objective)).backward()
+                loss = loss + lm.detach()
+                hits = hits + (zm.argmax(1) == ym).sum()
             if self.scaler is None:
-                objective.backward()
                 self._clip()
                 self.optimizer.step()
             else:
-                self.scaler.scale(objective).backward()
                 self.scaler.unscale_(self.optimizer)
                 self._clip()
                 self.scaler.step(self.optimizer)
@@ -222,7 +232,7 @@ class Trainer:
             if self.startup_seconds is None:
                 self.startup_seconds = process_age()
             window_loss[len(sizes)] = loss.detach().double() * (n / world.size if world.size > 1 else len(y))
-            window_hits[len(sizes)] = (z.argmax(1) == y).sum()
+            window_hits[len(sizes)] = hits
             sizes.append(n)
             due = bool(s.checkpoint_every_steps) and p.step % s.checkpoint_every_steps == 0
             # one process stops as soon as it is asked; several agree on it when they sum a window

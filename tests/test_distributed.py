@@ -338,3 +338,34 @@ def test_failure_line_names_the_killed_process(tmp_path):
     assert failure_line({0: Failure(1, 10, 5), 1: Failure(-9, 11, 6)}, resume, tmp_path).endswith(resume)
     line = failure_line({1: Failure(1, 11, 6)}, resume, tmp_path)  # a bug: resuming would meet it again
     assert "failed with exit code 1 (its error is above)" in line and "resume" not in line
+
+
+@pytest.mark.slow
+def test_accumulation_in_two_processes_equals_one_process_and_the_whole_batch(runs, tmp_path):
+    """trainer.accumulate=4: each process's share in 4 micro-batches, the all-reduce on the last."""
+    done = {}
+    for name, extra in (("one", []), ("two", ["trainer.devices=2"])):
+        done[name] = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dlcli",
+                "train",
+                *runs["args"],
+                "trainer.accumulate=4",
+                *extra,
+                f"hydra.run.dir={name}",
+            ],
+            cwd=tmp_path,
+            env=runs["env"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done[name].returncode == 0, done[name].stderr[-3000:]
+    whole, one, two = metrics(runs["one"]), metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    for a, b, c in zip(whole, one, two):
+        for key in ("train_loss", "val_loss"):
+            assert b[key] == pytest.approx(c[key], rel=1e-5), (key, b, c)
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (key, a, b)  # the run of the whole batch
+        assert abs(b["val_acc"] - c["val_acc"]) <= 1 / 400
