@@ -32,6 +32,7 @@ IMAGE_SETS = ("mnist", "fashion_mnist", "cifar10")
 MONITORS = ("val_acc", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # N: a GPU's index
 STORAGES = ("auto", "memory", "disk")
+SAMPLERS = ("shuffle", "balanced")
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -223,10 +224,12 @@ class ImageDataSettings:
     # from it; auto: memory when they take at most memory_fraction of the RAM available (and of the GPU's)
     storage: str = "auto"
     memory_fraction: float = 0.5
+    # shuffle: every sample once per epoch; balanced: each draw picks a class evenly, then a sample of it
+    sampler: str = "shuffle"
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
-        check_storage(self.storage, self.memory_fraction)
+        check_storage(self.storage, self.memory_fraction, self.sampler)
         if self.sequence is not None:
             _choice("data.sequence", self.sequence, SEQUENCES)
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
@@ -301,11 +304,12 @@ class ImageFolderSettings:
     max_pixels: int = 2**26
     storage: str = "auto"  # as for the built-in sets: auto | memory | disk
     memory_fraction: float = 0.5
+    sampler: str = "shuffle"  # as for the built-in sets: shuffle | balanced
     workers: int = 0  # processes that decode the images into the cache (0: one per core)
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
-        check_storage(self.storage, self.memory_fraction)
+        check_storage(self.storage, self.memory_fraction, self.sampler)
         require(
             isinstance(self.workers, int) and 0 <= self.workers <= 1024,
             "data.workers",
@@ -317,7 +321,8 @@ class ImageFolderSettings:
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
 
 
-def check_storage(storage: str, memory_fraction: float) -> None:
+def check_storage(storage: str, memory_fraction: float, sampler: str = "shuffle") -> None:
+    _choice("data.sampler", sampler, SAMPLERS)
     _choice("data.storage", storage, STORAGES)
     require(
         isinstance(memory_fraction, (int, float))
@@ -351,12 +356,13 @@ class CSVSettings:
     subset: Optional[int] = None
     storage: str = "auto"  # as for images: memory, or the standardized rows mapped from a .npy on disk
     memory_fraction: float = 0.5
+    sampler: str = "shuffle"  # as for the built-in sets: shuffle | balanced
 
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the CSV file, e.g. data.path=iris.csv")
         _required("data.label", self.label, "the name of the label column, e.g. data.label=species")
         _check_split(self.seed, self.test_fraction, self.subset)
-        check_storage(self.storage, self.memory_fraction)
+        check_storage(self.storage, self.memory_fraction, self.sampler)
 
 
 @dataclass
@@ -370,11 +376,12 @@ class ArraysSettings:
     subset: Optional[int] = None
     storage: str = "auto"  # as for images: memory, or the standardized rows mapped from a .npy on disk
     memory_fraction: float = 0.5
+    sampler: str = "shuffle"  # as for the built-in sets: shuffle | balanced
 
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the .npz file, e.g. data.path=features.npz")
         _check_split(self.seed, self.test_fraction, self.subset)
-        check_storage(self.storage, self.memory_fraction)
+        check_storage(self.storage, self.memory_fraction, self.sampler)
 
 
 # --- loss and regularization -----------------------------------------------------------------------

@@ -183,3 +183,34 @@ def test_a_corrupted_dataset_file_fails_its_checksum_and_is_never_cached(mnist_r
     with pytest.raises(DataError, match="fails its checksum"):
         load_images("mnist", str(tmp_path), train=True, download=False)
     assert not (tmp_path / "dlcli-cache" / "mnist-train.npy").exists()
+
+
+def test_a_balanced_sampler_draws_classes_evenly_and_the_same_draws_on_resume():
+    from dlcli.data import DataBundle, Split
+
+    y = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    split = Split(torch.arange(1000, dtype=torch.float32)[:, None], y)
+    data = DataBundle(
+        split, split, split, (1,), ("a", "b", "c"), torch.zeros(()), torch.zeros(()), False, sampler="balanced"
+    )
+    epoch = list(train_batches(data, 100, torch.Generator().manual_seed(3)))
+    drawn = torch.cat([labels for _, labels, _ in epoch])
+    assert len(drawn) == 1000 and all(abs(c - 333) < 60 for c in torch.bincount(drawn).tolist())
+    rare = torch.cat([x[labels == 2, 0] for x, labels, _ in epoch])
+    assert set(rare.long().tolist()) <= set(range(990, 1000))  # drawn again and again, from class c's own samples
+    resumed = list(train_batches(data, 100, torch.Generator().manual_seed(3), start=4))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, epoch[4:])) and len(resumed) == 6
+    plain = DataBundle(split, split, split, (1,), ("a", "b", "c"), torch.zeros(()), torch.zeros(()), False)
+    seen = torch.cat([x[:, 0] for x, _, _ in train_batches(plain, 100, torch.Generator().manual_seed(3))])
+    assert sorted(seen.long().tolist()) == list(range(1000))  # shuffle: each sample once
+
+
+def test_the_balanced_sampler_from_the_command_line(dlcli, tmp_path):
+    from conftest import assert_one_line_error
+
+    rows = [f"{i % 7 / 7:.3f},{(i * 3) % 5 / 5:.3f},{0 if i % 10 else 1}" for i in range(400)]
+    (tmp_path / "t.csv").write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    args = ["data=csv", f"data.path={tmp_path / 't.csv'}", "data.label=y", "trainer.epochs=1", "trainer.progress=false"]
+    proc = dlcli("train", *args, "data.sampler=balanced", "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    assert_one_line_error(dlcli("train", *args, "data.sampler=oversample"), "data.sampler='oversample' is invalid")

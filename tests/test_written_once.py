@@ -20,6 +20,7 @@ from dlcli.settings import (
     INITS,
     MONITORS,
     POOLINGS,
+    SAMPLERS,
     SCHEMAS,
     SEQUENCES,
     STORAGES,
@@ -40,6 +41,7 @@ LISTS = {
     "trainer.device": DEVICES,
     "trainer.monitor": MONITORS,
     "data.storage": STORAGES,
+    "data.sampler": SAMPLERS,
     **{f"{group}=": tuple(OPTIONS[group]) for group in SCHEMAS if group != "trainer"},
 }
 # every name a list may sit beside in a sentence: a run of such names holding a stale one fails

@@ -42,7 +42,7 @@ from dlcli.settings import (
 log = logging.getLogger("dlcli")
 
 # keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
-BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence", "storage", "memory_fraction")
+BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence", "storage", "memory_fraction", "sampler")
 
 
 @dataclass
@@ -94,6 +94,7 @@ class DataBundle:
     std: list[float] = field(default_factory=list)
     features: tuple[str, ...] | None = None
     storage: str = "memory"  # memory | disk: where the splits' samples are (data.storage, auto resolved)
+    sampler: str = "shuffle"  # data.sampler
 
     def record(self) -> dict:
         """What a checkpoint keeps to turn new inputs into model inputs as training did, without the
@@ -204,6 +205,7 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         std=list(loaded.std),
         features=loaded.features,
         storage=storage,
+        sampler=_sampler(spec),
     )
 
 
@@ -268,6 +270,13 @@ def choose_storage(spec, x: torch.Tensor, n: int, device: torch.device, processe
     return storage
 
 
+def _sampler(spec) -> str:
+    """data.sampler: the schema's, or the one a data=custom option adds."""
+    sampler = spec.kwargs.get("sampler", "shuffle") if isinstance(spec, Custom) else getattr(spec, "sampler", "shuffle")
+    check_storage("memory", 0.5, sampler)
+    return sampler
+
+
 def _storage_keys(spec) -> tuple[str, float]:
     """data.storage and data.memory_fraction: the schema's, or those a data=custom option adds (+data.storage=disk)."""
     if isinstance(spec, Custom):
@@ -326,7 +335,7 @@ def train_batches(
     split = data.train
     n, device = len(split), split.y.device
     # drawn on the CPU, then moved to the device once per epoch: no batch waits on a copy of its indices
-    order = torch.randperm(n, generator=generator)
+    order = balanced_order(split.y, generator) if data.sampler == "balanced" else torch.randperm(n, generator=generator)
     if data.augment:
         shifts = torch.randint(0, 2 * data.crop_padding + 1, (n, 2), generator=generator).to(device)
         flips = (torch.rand(n, generator=generator) < (0.5 if data.flip else 0.0)).to(device)
@@ -346,6 +355,19 @@ def train_batches(
             at = b * batch_size + mine.start
             x = crop_and_flip(x, shifts[at : at + len(x)], flips[at : at + len(x)], data.crop_padding)
         yield data.inputs(x), split.y.index_select(0, rows[mine]), len(rows)
+
+
+def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An epoch of len(labels) draws (with replacement): each picks one of the classes present evenly,
+    then one of that class's samples evenly, from `generator` alone, so a resumed epoch draws the same."""
+    y = labels.cpu()
+    counts = torch.bincount(y)
+    present = counts.nonzero().squeeze(1)
+    by_class = torch.argsort(y, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    drawn = present[torch.randint(len(present), (len(y),), generator=generator)]
+    within = (torch.rand(len(y), generator=generator, dtype=torch.float64) * counts[drawn]).long()
+    return by_class[starts[drawn] + within.minimum(counts[drawn] - 1)]
 
 
 def eval_batches(data: DataBundle, split_name: str, batch_size: int, shard: tuple[int, int] = (0, 1)):
