@@ -604,6 +604,21 @@ class PlateauSettings:
 
 
 @dataclass
+class EMASettings:
+    # an exponential moving average of the weights (and BatchNorm's buffers), updated after every optimizer
+    # step, e.g. 0.999; it is what is evaluated, kept as best.pt and exported. null: off
+    decay: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        require(
+            self.decay is None or (isinstance(self.decay, float) and 0.0 < self.decay < 1.0),
+            "trainer.ema.decay",
+            self.decay,
+            "a number in (0, 1), e.g. 0.999, or null for no averaging",
+        )
+
+
+@dataclass
 class EarlyStoppingSettings:
     patience: Optional[int] = None  # stop after this many epochs without improvement of trainer.monitor; null: off
     min_delta: float = 0.0  # an improvement must be larger than this (0.001: a tenth of a percent of accuracy)
@@ -643,6 +658,7 @@ class TrainerSettings:
     devices: int = 1  # processes to train in (data parallel): one per GPU, or CPU processes with device=cpu
     dist_timeout: float = 300.0  # seconds that processes of a multi-process run wait for each other
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
+    ema: EMASettings = field(default_factory=EMASettings)
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)

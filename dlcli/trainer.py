@@ -83,6 +83,7 @@ class Trainer:
     world: World = field(default_factory=World)  # this process among those of a multi-process run
     logger: Logger = field(default_factory=Logger)  # an experiment tracker (rank 0's; the others' do nothing)
     tracked: dict | None = None  # {target, id} of the tracked run, kept in checkpoints for a resume to continue
+    ema: "torch.optim.swa_utils.AveragedModel | None" = None  # trainer.ema.decay: the averaged weights
 
     def __post_init__(self) -> None:
         device = self.data.train.y.device
@@ -163,6 +164,8 @@ class Trainer:
     def network(self) -> nn.Module:
         """The model to evaluate: with several processes, without DistributedDataParallel, whose
         forward pass would wait on processes that have fewer batches of their share."""
+        if self.ema is not None:  # trainer.ema.decay: the averaged weights are the ones evaluated and kept
+            return self.ema.module
         return self.model if self.world.size == 1 else bare(self.model)
 
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
@@ -227,6 +230,8 @@ class Trainer:
                 self._clip()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(bare(self.model))
             self.schedule.after_step()
             p.step += 1
             if self.startup_seconds is None:
@@ -276,7 +281,11 @@ class Trainer:
             self.checkpoint_dir / name,
             {
                 "config": self.config,
-                "model": bare(self.model).state_dict(),
+                # the weights eval, predict and export use: the average, with trainer.ema.decay
+                "model": (bare(self.model) if self.ema is None else self.ema.module).state_dict(),
+                **(
+                    {} if self.ema is None else {"trained": bare(self.model).state_dict(), "ema": self.ema.state_dict()}
+                ),
                 "optimizer": optimizer_state(self.optimizer_target, self.optimizer),
                 "scheduler": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # fp16's loss scale
@@ -298,6 +307,8 @@ class Trainer:
         """The optimizer, schedule, scaler and random generators as the checkpoint left them (where the
         run stood, its Progress, is given at construction)."""
         load_optimizer_state(self.optimizer_target, self.optimizer, state["optimizer"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,70 @@ def test_samples_per_second_after_a_mid_epoch_resume_counts_only_what_this_proce
     assert proc.returncode == 0, proc.stderr
     resumed, *whole = [row["samples_per_second"] for row in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert max(whole) / 3 < resumed < max(whole) * 3, (resumed, whole)
+
+
+def test_the_ema_weights_are_what_is_evaluated_and_kept(dlcli, tmp_path):
+    import json
+
+    import torch
+
+    proc = dlcli("train", *FAST_TOY, "trainer.ema.decay=0.9", "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    key = next(iter(best["model"]))
+    assert not torch.equal(best["model"][key], best["trained"][key])  # the average, beside the trained weights
+    assert int(best["ema"]["n_averaged"]) == best["step"]  # updated after every optimizer step
+    proc = dlcli("eval", f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", "hydra.run.dir=ev")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["acc"] == summary["test_acc"]
+
+
+def _imbalanced_csv(folder: Path) -> Path:
+    rows = [f"{(i * 7) % 13 / 13:.3f},{(i * 3) % 11 / 11:.3f},{0 if i % 10 else 1}" for i in range(3000)]
+    (folder / "t.csv").write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    return folder / "t.csv"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("technique", ["ema", "balanced_sampler"])
+def test_killed_then_resumed_with_ema_or_the_balanced_sampler_ends_as_uninterrupted(
+    technique, dlcli, tmp_path, cache_dir
+):
+    extra = (
+        ["trainer.ema.decay=0.95"]
+        if technique == "ema"
+        else ["data=csv", f"data.path={_imbalanced_csv(tmp_path)}", "data.label=y", "data.sampler=balanced"]
+    )
+    args = (
+        ["trainer.epochs=3", "data.n_samples=3000", "model.width=32", "trainer.batch_size=32"]
+        if technique == "ema"
+        else [
+            "trainer.epochs=3",
+            "model.width=32",
+            "trainer.batch_size=32",
+        ]
+    )
+    args = [*args, *extra, "trainer.progress=false"]
+    proc = dlcli("train", *args, "hydra.run.dir=whole")
+    assert proc.returncode == 0, proc.stderr
+    env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_THE_MID_EPOCH_CHECKPOINT, "train", *args, "trainer.checkpoint_every_steps=40"]
+        + ["hydra.run.dir=killed"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    proc = dlcli("train", *args, "trainer.resume=auto", "hydra.run.dir=killed")
+    assert proc.returncode == 0, proc.stderr
+    timing = ("epoch_seconds", "samples_per_second")
+    rows = {
+        name: [
+            {k: v for k, v in row.items() if k not in timing} for row in read_jsonl(tmp_path / name / "metrics.jsonl")
+        ]
+        for name in ("whole", "killed")
+    }
+    assert rows["killed"] == rows["whole"]

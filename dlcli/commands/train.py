@@ -94,8 +94,8 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
 
     data = load_data(settings.data, t.seed, t.val_fraction, device, world.local_size)
     model, data = on_device(settings.model, data, device, settings.trainer.channels_last)
-    if resume_state is not None:
-        load_weights(model, resume_state, resume_path)
+    if resume_state is not None:  # an averaged run's checkpoint keeps the trained weights beside the average
+        load_weights(model, {**resume_state, "model": resume_state.get("trained", resume_state["model"])}, resume_path)
     network = model
     if world.size > 1:
         if device.type == "cuda":  # batch statistics over the global batch, as one process would take them
@@ -126,6 +126,11 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             # another run's checkpoint, into this folder: its best.pt is not here, so, as Lightning's
             # ModelCheckpoint does in a new dirpath, the best is the best epoch trained here (Trainer.fit)
             progress = dataclasses.replace(progress, best_epoch=0, best_value=None)
+    ema = None
+    if t.ema.decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema.decay), use_buffers=True)
     trainer = Trainer(
         model=torch.compile(network) if t.compile else network,
         data=data,
@@ -142,6 +147,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         flow=flow,
         logger=logger,
         tracked=start_tracking(logger, settings.logger, run_dir, config, resume_state, progress.epoch),
+        ema=ema,
     )
     if resume_state is not None:
         trainer.resume_from(resume_state)  # after the tracker starts: it may draw random numbers of its own
