@@ -226,9 +226,14 @@ class ImageDataSettings:
     memory_fraction: float = 0.5
     # shuffle: every sample once per epoch; balanced: each draw picks a class evenly, then a sample of it
     sampler: str = "shuffle"
+    # Beta(alpha, alpha) mixing of a batch's images and labels (torchvision's MixUp and CutMix), on the
+    # device; 0: off; with both on, one of the two per batch. The loss takes the mixed (soft) labels
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
+        check_mixing(self.mixup, self.cutmix)
         check_storage(self.storage, self.memory_fraction, self.sampler)
         if self.sequence is not None:
             _choice("data.sequence", self.sequence, SEQUENCES)
@@ -305,11 +310,14 @@ class ImageFolderSettings:
     storage: str = "auto"  # as for the built-in sets: auto | memory | disk
     memory_fraction: float = 0.5
     sampler: str = "shuffle"  # as for the built-in sets: shuffle | balanced
+    mixup: float = 0.0  # as for the built-in sets
+    cutmix: float = 0.0
     workers: int = 0  # processes that decode the images into the cache (0: one per core)
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
         check_storage(self.storage, self.memory_fraction, self.sampler)
+        check_mixing(self.mixup, self.cutmix)
         require(
             isinstance(self.workers, int) and 0 <= self.workers <= 1024,
             "data.workers",
@@ -319,6 +327,16 @@ class ImageFolderSettings:
         _check_split(self.seed, self.test_fraction, self.subset)
         check_max_pixels(self.max_pixels, "data.max_pixels")
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
+
+
+def check_mixing(mixup: float, cutmix: float) -> None:
+    for key, alpha in (("data.mixup", mixup), ("data.cutmix", cutmix)):
+        require(
+            isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < math.inf,
+            key,
+            alpha,
+            "a Beta alpha >= 0 (0: off; 0.2 for mixup and 1.0 for cutmix are usual)",
+        )
 
 
 def check_storage(storage: str, memory_fraction: float, sampler: str = "shuffle") -> None:

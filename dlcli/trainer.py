@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,6 +85,7 @@ class Trainer:
     logger: Logger = field(default_factory=Logger)  # an experiment tracker (rank 0's; the others' do nothing)
     tracked: dict | None = None  # {target, id} of the tracked run, kept in checkpoints for a resume to continue
     ema: "torch.optim.swa_utils.AveragedModel | None" = None  # trainer.ema.decay: the averaged weights
+    mix: Any = None  # data.mixup / data.cutmix: (images, labels) -> (mixed images, soft labels), per batch
 
     def __post_init__(self) -> None:
         device = self.data.train.y.device
@@ -203,6 +205,8 @@ class Trainer:
 
         batches = train_batches(self.data, s.batch_size, order, start=first, shard=world.shard)
         for b, (x, y, n) in enumerate(batches, start=first):
+            if self.mix is not None:  # the loss takes the soft labels; accuracy counts the dominant one
+                x, y = self.mix(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             # trainer.accumulate: the batch in micro-batches, each loss weighed by its share of the batch,
             # so the summed gradients are the whole batch's; DDP all-reduces only with the last one
@@ -221,7 +225,7 @@ class Trainer:
                     objective = lm + self.penalty() if self.penalty.active and last else lm
                     (objective if self.scaler is None else self.scaler.scale(objective)).backward()
                 loss = loss + lm.detach()
-                hits = hits + (zm.argmax(1) == ym).sum()
+                hits = hits + (zm.argmax(1) == (ym.argmax(1) if ym.ndim > 1 else ym)).sum()
             if self.scaler is None:
                 self._clip()
                 self.optimizer.step()

@@ -354,3 +354,19 @@ def test_on_disk_a_process_s_memory_does_not_grow_with_the_data(tmp_path):
     )
     assert growth < 0.1 * data_bytes, peaks
     assert peaks["4x memory"] - peaks["4x"] > 0.5 * data_bytes, peaks  # what is measured does see the data
+
+
+def test_mixup_and_cutmix_mix_a_batch_into_soft_labels(tmp_path, dlcli):
+    from dlcli.data import mixing
+
+    assert mixing(ImageFolderSettings(root="x"), 3) is None
+    both = mixing(ImageFolderSettings(root="x", mixup=0.2, cutmix=1.0), 3)
+    torch.manual_seed(0)
+    x, y = both(torch.rand(16, 3, 8, 8), torch.arange(16) % 3)
+    assert x.shape == (16, 3, 8, 8) and y.shape == (16, 3) and torch.allclose(y.sum(1), torch.ones(16))
+    root = write_images(tmp_path / "img", 30, size=8)
+    run = ["data=image_folder", f"data.root={root}", "trainer.epochs=1", "trainer.progress=false"]
+    proc = dlcli("train", *run, "data.mixup=0.4", "data.cutmix=1.0", "hydra.run.dir=mixed")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "mixed" / "summary.json").read_text())["status"] == "ok"
+    assert_one_line_error(dlcli("train", *run, "data.mixup=0.4", "loss=hinge"), "which loss=hinge does not take")

@@ -23,7 +23,14 @@ from dlcli.layout import BEST, checkpoint_dir, last_checkpoint
 from dlcli.loggers import Logger, build_logger, finishing, start_tracking
 from dlcli.machine import peak_rss_mb, resolve_device, set_threads, versions
 from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
-from dlcli.settings import ImageDataSettings, Settings, load_settings, short_name, target_of
+from dlcli.settings import (
+    CrossEntropySettings,
+    ImageDataSettings,
+    Settings,
+    load_settings,
+    short_name,
+    target_of,
+)
 
 log = logging.getLogger("dlcli")
 
@@ -67,7 +74,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     import torch
 
     from dlcli.checkpoint import check_resumable, load_checkpoint, load_weights
-    from dlcli.data import batches_per_epoch, load_data
+    from dlcli.data import batches_per_epoch, load_data, mixing
     from dlcli.losses import build_loss
     from dlcli.models import count_parameters, on_device
     from dlcli.optim import build_optimizer, build_schedule
@@ -126,6 +133,12 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             # another run's checkpoint, into this folder: its best.pt is not here, so, as Lightning's
             # ModelCheckpoint does in a new dirpath, the best is the best epoch trained here (Trainer.fit)
             progress = dataclasses.replace(progress, best_epoch=0, best_value=None)
+    mix = mixing(settings.data, data.num_classes)
+    if mix is not None and not isinstance(settings.loss, CrossEntropySettings):
+        raise ConfigError(
+            f"data.mixup and data.cutmix train on mixed (soft) labels, which loss={short_name(settings.loss)} "
+            "does not take; use loss=cross_entropy, or set data.mixup=0 data.cutmix=0"
+        )
     ema = None
     if t.ema.decay is not None:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -148,6 +161,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         logger=logger,
         tracked=start_tracking(logger, settings.logger, run_dir, config, resume_state, progress.epoch),
         ema=ema,
+        mix=mix,
     )
     if resume_state is not None:
         trainer.resume_from(resume_state)  # after the tracker starts: it may draw random numbers of its own

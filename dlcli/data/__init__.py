@@ -29,6 +29,7 @@ _HOMES = {
             "data_shape",
             "eval_batches",
             "load_data",
+            "mixing",
             "sequence_shape",
             "share",
             "train_batches",

@@ -42,7 +42,18 @@ from dlcli.settings import (
 log = logging.getLogger("dlcli")
 
 # keys of a data option that shape batches rather than loading: dlcli's, never passed to the loader
-BATCH_KEYS = ("subset", "augment", "crop_padding", "flip", "sequence", "storage", "memory_fraction", "sampler")
+BATCH_KEYS = (
+    "subset",
+    "augment",
+    "crop_padding",
+    "flip",
+    "sequence",
+    "storage",
+    "memory_fraction",
+    "sampler",
+    "mixup",
+    "cutmix",
+)
 
 
 @dataclass
@@ -355,6 +366,23 @@ def train_batches(
             at = b * batch_size + mine.start
             x = crop_and_flip(x, shifts[at : at + len(x)], flips[at : at + len(x)], data.crop_padding)
         yield data.inputs(x), split.y.index_select(0, rows[mine]), len(rows)
+
+
+def mixing(spec, classes: int):
+    """data.mixup and data.cutmix as one transform of a training batch, (images, labels) -> (mixed
+    images, soft labels), from torchvision.transforms.v2; with both, one of the two per batch. None: off."""
+    alphas = [(getattr(spec, "mixup", 0.0), "MixUp"), (getattr(spec, "cutmix", 0.0), "CutMix")]
+    if not any(alpha for alpha, _ in alphas):
+        return None
+    if getattr(spec, "sequence", None):
+        raise ConfigError(
+            "data.mixup and data.cutmix mix images: with data.sequence the model reads rows or pixels as "
+            "steps; set data.mixup=0 data.cutmix=0, or data.sequence=null"
+        )
+    from torchvision.transforms import v2
+
+    chosen = [getattr(v2, name)(alpha=float(alpha), num_classes=classes) for alpha, name in alphas if alpha]
+    return chosen[0] if len(chosen) == 1 else v2.RandomChoice(chosen)
 
 
 def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
