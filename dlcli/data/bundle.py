@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcli.data.builtin import IMAGE_SETS
-from dlcli.data.cache import build_cache, building, cache_file, open_cache
+from dlcli.data.cache import build_cache, building, cache_file, open_cache, size_text
 from dlcli.data.loaded import Loaded
 from dlcli.errors import ConfigError, DataError
 from dlcli.machine import available_memory, import_target
@@ -269,13 +269,13 @@ def choose_storage(spec, x: torch.Tensor, n: int, device: torch.device, processe
     ram = available_memory()
     fits = need * processes <= fraction * ram
     reason = (
-        f"the {'images' if x.dtype == torch.uint8 else 'rows'} take {_size(need)}{f' in each of {processes} processes' if processes > 1 else ''}, "
-        f"{'within' if fits else 'more than'} data.memory_fraction={fraction:g} of the {_size(ram)} of RAM available"
+        f"the {'images' if x.dtype == torch.uint8 else 'rows'} take {size_text(need)}{f' in each of {processes} processes' if processes > 1 else ''}, "
+        f"{'within' if fits else 'more than'} data.memory_fraction={fraction:g} of the {size_text(ram)} of RAM available"
     )
     if fits and device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
         fits = need <= fraction * free
-        reason += f", and {'within' if fits else 'more than'} {fraction:g} of the GPU's {_size(free)} free"
+        reason += f", and {'within' if fits else 'more than'} {fraction:g} of the GPU's {size_text(free)} free"
     storage = "memory" if fits else "disk"
     log.info(f"data.storage=auto: {storage}, as {reason}")
     return storage
@@ -296,10 +296,6 @@ def _storage_keys(spec) -> tuple[str, float]:
         check_storage(storage, fraction)
         return storage, fraction
     return getattr(spec, "storage", "memory"), getattr(spec, "memory_fraction", ImageFolderSettings.memory_fraction)
-
-
-def _size(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def sequence_shape(shape: tuple[int, ...], sequence: str | None) -> tuple[int, ...]:

@@ -204,13 +204,14 @@ def _reserve(path: Path, size: int) -> None:
             raise
         free = os.statvfs(path.parent)
         raise DataError(
-            f"no room for the image cache {path.name} in {path.parent}: it needs {_size(size)}, the disk "
-            f"has {_size(free.f_bavail * free.f_frsize)} free; free some space, or put the cache on "
+            f"no room for the image cache {path.name} in {path.parent}: it needs {size_text(size)}, the disk "
+            f"has {size_text(free.f_bavail * free.f_frsize)} free; free some space, or put the cache on "
             "another disk with DLCLI_CACHE=DIR"
         ) from None
     finally:
         os.close(fd)
 
 
-def _size(n_bytes: int) -> str:
+def size_text(n_bytes: float) -> str:
+    """Bytes as a reader wants them: 150 MiB, 2.3 GiB."""
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"

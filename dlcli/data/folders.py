@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlcli.data.cache import build_cache, building, cache_file, open_cache
+from dlcli.data.cache import build_cache, building, cache_file, open_cache, size_text
 from dlcli.data.loaded import Loaded
 from dlcli.data.scan import INSIDE, Scan
 from dlcli.data.tables import check_fraction, held_out_rows
@@ -428,7 +428,7 @@ def _opened(path: Path, max_pixels: int, key: str):
                 raise DataError(
                     f"{path} is {image.width}×{image.height} pixels ({pixels / 1e6:.1f} megapixels), "
                     f"more than {key}={max_pixels:,} allows (decoding it would take "
-                    f"{_size(pixels * len(image.getbands()))} of memory): shrink it, remove it, or "
+                    f"{size_text(pixels * len(image.getbands()))} of memory): shrink it, remove it, or "
                     f"raise the cap with {key}=N"
                 )
             yield image
@@ -436,10 +436,6 @@ def _opened(path: Path, max_pixels: int, key: str):
         raise
     except Exception as exc:  # PIL's errors on damaged or unknown files vary: UnidentifiedImageError, OSError, ...
         raise _unreadable(path, exc) from None
-
-
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def _decode_file(path: Path, channels: int, size: tuple[int, int], max_pixels: int, key: str) -> torch.Tensor:
