@@ -234,7 +234,7 @@ class ImageDataSettings:
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
         check_mixing(self.mixup, self.cutmix)
-        check_storage(self.storage, self.memory_fraction, self.sampler)
+        check_batch_keys(self.storage, self.memory_fraction, self.sampler)
         if self.sequence is not None:
             _choice("data.sequence", self.sequence, SEQUENCES)
         require(0 <= self.crop_padding <= 16, "data.crop_padding", self.crop_padding, "an integer in [0, 16] (pixels)")
@@ -316,7 +316,7 @@ class ImageFolderSettings:
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
-        check_storage(self.storage, self.memory_fraction, self.sampler)
+        check_batch_keys(self.storage, self.memory_fraction, self.sampler)
         check_mixing(self.mixup, self.cutmix)
         require(
             isinstance(self.workers, int) and 0 <= self.workers <= 1024,
@@ -339,7 +339,7 @@ def check_mixing(mixup: float, cutmix: float) -> None:
         )
 
 
-def check_storage(storage: str, memory_fraction: float, sampler: str = "shuffle") -> None:
+def check_batch_keys(storage: str, memory_fraction: float, sampler: str) -> None:
     _choice("data.sampler", sampler, SAMPLERS)
     _choice("data.storage", storage, STORAGES)
     require(
@@ -380,7 +380,7 @@ class CSVSettings:
         _required("data.path", self.path, "the CSV file, e.g. data.path=iris.csv")
         _required("data.label", self.label, "the name of the label column, e.g. data.label=species")
         _check_split(self.seed, self.test_fraction, self.subset)
-        check_storage(self.storage, self.memory_fraction, self.sampler)
+        check_batch_keys(self.storage, self.memory_fraction, self.sampler)
 
 
 @dataclass
@@ -399,7 +399,7 @@ class ArraysSettings:
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the .npz file, e.g. data.path=features.npz")
         _check_split(self.seed, self.test_fraction, self.subset)
-        check_storage(self.storage, self.memory_fraction, self.sampler)
+        check_batch_keys(self.storage, self.memory_fraction, self.sampler)
 
 
 # --- loss and regularization -----------------------------------------------------------------------

@@ -34,7 +34,8 @@ from dlcli.settings import (
     ImageDataSettings,
     ImageFolderSettings,
     ToyDataSettings,
-    check_storage,
+    check_batch_keys,
+    check_mixing,
     kwargs_of,
     target_of,
 )
@@ -181,7 +182,7 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         scale = 1.0 / (255.0 * std.view(1, -1, 1, 1))
         shift = mean.view(1, -1, 1, 1) / std.view(1, -1, 1, 1)
     else:  # feature rows: standardized once, here
-        train_x, test_x = (train_x[train_rows] - mean) / std, (test_x[test_rows] - mean) / std
+        train_x, test_x = (_select(train_x, train_rows) - mean) / std, (_select(test_x, test_rows) - mean) / std
         train_rows, test_rows = torch.arange(len(train_y)), torch.arange(len(test_y))
         scale = shift = torch.zeros(())
     storage = choose_storage(spec, train_x, len(train_rows) + len(test_rows), device, processes)
@@ -197,7 +198,7 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
     def split(x: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> Split:
         if storage == "disk":
             return Split(x, to(y), rows)
-        return Split(to(x if _whole(x, rows) else x[rows]), to(y))
+        return Split(to(_select(x, rows)), to(y))
 
     sequence = getattr(spec, "sequence", None)
     return DataBundle(
@@ -216,7 +217,7 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         std=list(loaded.std),
         features=loaded.features,
         storage=storage,
-        sampler=_sampler(spec),
+        sampler=batch_key(spec, "sampler", "shuffle"),
     )
 
 
@@ -253,16 +254,18 @@ def spill(spec, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     return stored[0], stored[0], torch.arange(n, n + len(test_x))
 
 
-def _whole(x: torch.Tensor, rows: torch.Tensor) -> bool:
-    """rows are all of x, in order: the split is x itself, with no copy."""
-    return len(rows) == len(x) and bool((rows == torch.arange(len(x))).all())
+def _select(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x's rows, with no copy when they are all of x in order (a table, or a split kept whole)."""
+    whole = len(rows) == len(x) and bool((rows == torch.arange(len(x))).all())
+    return x if whole else x[rows]
 
 
 def choose_storage(spec, x: torch.Tensor, n: int, device: torch.device, processes: int) -> str:
     """data.storage, with auto resolved: memory when the n images (one copy per process on this
     machine) take at most data.memory_fraction of the RAM available, and on CUDA of the GPU's free
     memory too; else disk. Logs which, and why."""
-    wanted, fraction = _storage_keys(spec)
+    wanted = batch_key(spec, "storage", "memory")
+    fraction = batch_key(spec, "memory_fraction", ImageFolderSettings.memory_fraction)
     if wanted != "auto":
         return wanted
     need = n * x[:1].numel() * x.element_size()
@@ -281,21 +284,16 @@ def choose_storage(spec, x: torch.Tensor, n: int, device: torch.device, processe
     return storage
 
 
-def _sampler(spec) -> str:
-    """data.sampler: the schema's, or the one a data=custom option adds."""
-    sampler = spec.kwargs.get("sampler", "shuffle") if isinstance(spec, Custom) else getattr(spec, "sampler", "shuffle")
-    check_storage("memory", 0.5, sampler)
-    return sampler
-
-
-def _storage_keys(spec) -> tuple[str, float]:
-    """data.storage and data.memory_fraction: the schema's, or those a data=custom option adds (+data.storage=disk)."""
-    if isinstance(spec, Custom):
-        storage = spec.kwargs.get("storage", ImageFolderSettings.storage)
-        fraction = spec.kwargs.get("memory_fraction", ImageFolderSettings.memory_fraction)
-        check_storage(storage, fraction)
-        return storage, fraction
-    return getattr(spec, "storage", "memory"), getattr(spec, "memory_fraction", ImageFolderSettings.memory_fraction)
+def batch_key(spec, key: str, default: Any) -> Any:
+    """One of the batch keys this change reads (storage, memory_fraction, sampler, mixup, cutmix): the
+    schema's, or what a data=custom option adds with +data.KEY=..., checked as the schemas check it."""
+    if not isinstance(spec, Custom):
+        return getattr(spec, key, default)
+    value = spec.kwargs.get(key, default)
+    keys = {k: spec.kwargs.get(k, getattr(ImageFolderSettings, k)) for k in ("storage", "memory_fraction", "sampler")}
+    check_batch_keys(**keys)
+    check_mixing(spec.kwargs.get("mixup", 0.0), spec.kwargs.get("cutmix", 0.0))
+    return value
 
 
 def sequence_shape(shape: tuple[int, ...], sequence: str | None) -> tuple[int, ...]:
@@ -350,24 +348,23 @@ def train_batches(
     # the disk path gathers by the CPU copy of the order (in the gathering thread); labels and draws by the device's
     by = on_device if split.rows is None else order
 
-    def gathered(b: int) -> tuple[int, torch.Tensor]:
-        rows = by[b * batch_size : (b + 1) * batch_size]
-        return b, split.gather(rows[share(len(rows), shard)])
+    def gathered(b: int) -> tuple[tuple[slice, slice], torch.Tensor]:
+        batch = slice(b * batch_size, min((b + 1) * batch_size, n))
+        mine = share(batch.stop - batch.start, shard)
+        return (batch, mine), split.gather(by[batch][mine])
 
     batches = map(gathered, range(start, batches_per_epoch(n, batch_size, shard[1])))
-    for b, x in batches if split.rows is None else ahead(batches, device):
-        rows = on_device[b * batch_size : (b + 1) * batch_size]
-        mine = share(len(rows), shard)
+    for (batch, mine), x in batches if split.rows is None else ahead(batches, device):
         if data.augment:
-            at = b * batch_size + mine.start
+            at = batch.start + mine.start
             x = crop_and_flip(x, shifts[at : at + len(x)], flips[at : at + len(x)], data.crop_padding)
-        yield data.inputs(x), split.y.index_select(0, rows[mine]), len(rows)
+        yield data.inputs(x), split.y.index_select(0, on_device[batch][mine]), batch.stop - batch.start
 
 
 def mixing(spec, classes: int):
     """data.mixup and data.cutmix as one transform of a training batch, (images, labels) -> (mixed
     images, soft labels), from torchvision.transforms.v2; with both, one of the two per batch. None: off."""
-    alphas = [(getattr(spec, "mixup", 0.0), "MixUp"), (getattr(spec, "cutmix", 0.0), "CutMix")]
+    alphas = [(batch_key(spec, "mixup", 0.0), "MixUp"), (batch_key(spec, "cutmix", 0.0), "CutMix")]
     if not any(alpha for alpha, _ in alphas):
         return None
     if getattr(spec, "sequence", None):
@@ -399,8 +396,8 @@ def eval_batches(data: DataBundle, split_name: str, batch_size: int, shard: tupl
     path (no gather), gathered a batch ahead on the disk path."""
     split = data.split(split_name)
     mine = share(len(split), shard)
-    starts = range(mine.start, mine.stop, batch_size)
-    batches = (((s, min(s + batch_size, mine.stop)), split.take(s, min(s + batch_size, mine.stop))) for s in starts)
+    spans = [(s, min(s + batch_size, mine.stop)) for s in range(mine.start, mine.stop, batch_size)]
+    batches = ((span, split.take(*span)) for span in spans)
     for (start, stop), x in batches if split.rows is None else ahead(batches, split.y.device):
         yield data.inputs(x), split.y[start:stop]
 
