@@ -100,6 +100,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def sgd_trainer(model, data: DataBundle, batch: int, steps: int, precision="32", channels_last=False) -> Trainer:
+    """dlcli's Trainer as every contender here steps: SGD with momentum 0.9, cross-entropy, no penalty."""
+    optimizer = build_optimizer(SGDSettings(lr=0.01, momentum=0.9, nesterov=False), model, data.train.y.device)
+    return Trainer(
+        model=model,
+        data=data,
+        loss_fn=CrossEntropy(),
+        penalty=NoPenalty([]),
+        optimizer=optimizer,
+        optimizer_target=SGDSettings._target_,
+        schedule=build_schedule(None, optimizer, 1, steps),
+        settings=TrainerSettings(
+            batch_size=batch, progress=False, log_every=50, precision=precision, channels_last=channels_last
+        ),
+        run_dir=Path(tempfile.mkdtemp()),
+        config={},
+    )
+
+
 class Contenders:
     """The three ways of training one model, each able to run `steps` optimizer steps."""
 
@@ -122,26 +141,12 @@ class Contenders:
         self.model = build_model(settings, self.data.input_shape, 10).to(device)
         if channels_last and device.type == "cuda" and len(self.data.input_shape) == 3:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(SGDSettings(lr=0.01, momentum=0.9, nesterov=False), self.model, device)
+        self.trainer = sgd_trainer(self.model, self.data, batch, steps, precision, channels_last)
+        self.loss_fn = self.trainer.loss_fn
         self.reference = torch.optim.SGD(
             self.model.parameters(), lr=0.01, momentum=0.9, fused=device.type == "cuda" or None
         )
-        self.loss_fn = CrossEntropy()
         self.precision = precision
-        self.trainer = Trainer(
-            model=self.model,
-            data=self.data,
-            loss_fn=self.loss_fn,
-            penalty=NoPenalty([]),
-            optimizer=self.optimizer,
-            optimizer_target=SGDSettings._target_,
-            schedule=build_schedule(None, self.optimizer, 1, steps),
-            settings=TrainerSettings(
-                batch_size=batch, progress=False, log_every=50, precision=precision, channels_last=channels_last
-            ),
-            run_dir=Path(tempfile.mkdtemp()),
-            config={},
-        )
         self.epoch = 0
 
     def dlcli(self) -> float:
@@ -398,20 +403,7 @@ def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int,
         spec = ImageDataSettings(root=str(root), download=False, augment=False, subset=batch * steps, storage=name)
         data = load_data(spec, 0, 1 / 11, dev)
         torch.manual_seed(0)
-        model = build_model(MODELS["lenet"][0], data.input_shape, 10).to(dev)
-        optimizer = build_optimizer(SGDSettings(lr=0.01, momentum=0.9, nesterov=False), model, dev)
-        trainers[name] = Trainer(
-            model=model,
-            data=data,
-            loss_fn=CrossEntropy(),
-            penalty=NoPenalty([]),
-            optimizer=optimizer,
-            optimizer_target=SGDSettings._target_,
-            schedule=build_schedule(None, optimizer, 1, steps),
-            settings=TrainerSettings(batch_size=batch, progress=False, log_every=50),
-            run_dir=Path(tempfile.mkdtemp()),
-            config={},
-        )
+        trainers[name] = sgd_trainer(build_model(MODELS["lenet"][0], data.input_shape, 10).to(dev), data, batch, steps)
     rates = {"memory": [], "disk": []}
     for r in range(rounds + 1):  # round 0 warms the page cache and the allocator
         for name, trainer in trainers.items():

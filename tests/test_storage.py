@@ -360,6 +360,7 @@ def test_mixup_and_cutmix_mix_a_batch_into_soft_labels(tmp_path, dlcli):
     from dlcli.data import mixing
 
     assert mixing(ImageFolderSettings(root="x"), 3) is None
+    assert mixing(Custom("my.load", {"mixup": 0.2}), 3) is not None  # +data.mixup on data=custom
     both = mixing(ImageFolderSettings(root="x", mixup=0.2, cutmix=1.0), 3)
     torch.manual_seed(0)
     x, y = both(torch.rand(16, 3, 8, 8), torch.arange(16) % 3)
