@@ -78,10 +78,10 @@ def build_loss(spec, labels: torch.Tensor | None = None, classes: int = 0) -> nn
 
     cls = import_target(target_of(spec), "loss._target_", "name a loss module such as dlcli.losses.CrossEntropy")
     keys = kwargs_of(spec)
-    if isinstance(spec, CrossEntropySettings) and labels is not None:
+    if (
+        isinstance(spec, CrossEntropySettings) and spec.class_weights is not None
+    ):  # every caller with weights has labels
         keys["class_weights"] = class_weights(spec.class_weights, labels, classes)
-    elif isinstance(spec, CrossEntropySettings) and spec.class_weights == "balanced":
-        keys["class_weights"] = None  # no training labels here (dlcli gradcheck): unweighted
     try:
         loss = cls(**instantiate(keys, _convert_="all"))
     except Exception as exc:
