@@ -354,8 +354,6 @@ _decoder: dict = {}  # in a decoding process: the open .npy and what to decode i
 def _start_decoder(
     path: Path, channels: int, size: tuple[int, int], max_pixels: int, key: str, in_process: bool = False
 ) -> None:
-    import numpy as np
-
     if not in_process:
         # the parent's signal handling is not ours: Ctrl-C is the parent's to handle (it ends the
         # pool), the pool's SIGTERM just ends this process, and no signal here may reach the
@@ -451,7 +449,6 @@ def _decode_file(path: Path, channels: int, size: tuple[int, int], max_pixels: i
 
 def _convert(image, channels: int, path: Path):
     """The PIL image in mode L (channels=1) or RGB (channels=3), 8 bits per channel."""
-    import numpy as np
     from PIL import Image
 
     if image.mode == "F":
