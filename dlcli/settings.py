@@ -33,6 +33,7 @@ MONITORS = ("val_acc", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # N: a GPU's index
 STORAGES = ("auto", "memory", "disk")
 SAMPLERS = ("shuffle", "balanced")
+POLICIES = ("none", "randaugment", "trivialaugment", "autoaugment")
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -230,10 +231,15 @@ class ImageDataSettings:
     # device; 0: off; with both on, one of the two per batch. The loss takes the mixed (soft) labels
     mixup: float = 0.0
     cutmix: float = 0.0
+    # torchvision's augmentation policy, drawn for each image of a training batch on the device:
+    # none | randaugment | trivialaugment | autoaugment (its ImageNet policy)
+    policy: str = "none"
+    erasing: float = 0.0  # the probability that each training image has a random rectangle erased
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
         check_mixing(self.mixup, self.cutmix)
+        check_augmentation(self.policy, self.erasing)
         check_batch_keys(self.storage, self.memory_fraction, self.sampler)
         if self.sequence is not None:
             _choice("data.sequence", self.sequence, SEQUENCES)
@@ -312,12 +318,15 @@ class ImageFolderSettings:
     sampler: str = "shuffle"  # as for the built-in sets: shuffle | balanced
     mixup: float = 0.0  # as for the built-in sets
     cutmix: float = 0.0
+    policy: str = "none"  # as for the built-in sets: none | randaugment | trivialaugment | autoaugment
+    erasing: float = 0.0
     workers: int = 0  # processes that decode the images into the cache (0: one per core)
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
         check_batch_keys(self.storage, self.memory_fraction, self.sampler)
         check_mixing(self.mixup, self.cutmix)
+        check_augmentation(self.policy, self.erasing)
         require(
             isinstance(self.workers, int) and 0 <= self.workers <= 1024,
             "data.workers",
@@ -337,6 +346,16 @@ def check_mixing(mixup: float, cutmix: float) -> None:
             alpha,
             "a Beta alpha >= 0 (0: off; 0.2 for mixup and 1.0 for cutmix are usual)",
         )
+
+
+def check_augmentation(policy: str, erasing: float) -> None:
+    _choice("data.policy", policy, POLICIES)
+    require(
+        isinstance(erasing, (int, float)) and not isinstance(erasing, bool) and 0 <= erasing <= 1,
+        "data.erasing",
+        erasing,
+        "a probability in [0, 1] (0: off; 0.25 is usual)",
+    )
 
 
 def check_batch_keys(storage: str, memory_fraction: float, sampler: str) -> None:
@@ -637,6 +656,38 @@ class EMASettings:
 
 
 @dataclass
+class SWASettings:
+    # stochastic weight averaging: from epoch `start` on, the lr moves to `lr` over `anneal_epochs`
+    # epochs (torch's SWALR, in place of the scheduler) and each epoch's end adds the weights to an
+    # equal average, whose BatchNorm statistics are then recomputed over the training split; that
+    # average is what is evaluated, kept as best.pt and exported. null: off
+    start: Optional[int] = None
+    lr: Optional[float] = None  # the learning rate SWA trains at, e.g. a fraction of optimizer.lr
+    anneal_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        require(
+            self.start is None or (isinstance(self.start, int) and self.start >= 1),
+            "trainer.swa.start",
+            self.start,
+            "the first epoch to average (an integer >= 1), or null for no averaging",
+        )
+        if self.start is not None:
+            require(
+                isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and 0 < self.lr < math.inf,
+                "trainer.swa.lr",
+                self.lr,
+                "the learning rate SWA trains at from trainer.swa.start, a number > 0, e.g. 0.01",
+            )
+        require(
+            isinstance(self.anneal_epochs, int) and 0 <= self.anneal_epochs <= 100_000,
+            "trainer.swa.anneal_epochs",
+            self.anneal_epochs,
+            "an integer >= 0: the epochs over which the lr moves to trainer.swa.lr (0: at once)",
+        )
+
+
+@dataclass
 class EarlyStoppingSettings:
     patience: Optional[int] = None  # stop after this many epochs without improvement of trainer.monitor; null: off
     min_delta: float = 0.0  # an improvement must be larger than this (0.001: a tenth of a percent of accuracy)
@@ -677,6 +728,7 @@ class TrainerSettings:
     dist_timeout: float = 300.0  # seconds that processes of a multi-process run wait for each other
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
     ema: EMASettings = field(default_factory=EMASettings)
+    swa: SWASettings = field(default_factory=SWASettings)
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -734,6 +786,18 @@ class TrainerSettings:
             f"at least trainer.devices={self.devices}: each process takes a share of every batch",
         )
         require(self.dist_timeout > 0, "trainer.dist_timeout", self.dist_timeout, "a number of seconds > 0")
+        require(
+            self.swa.start is None or self.swa.start <= self.epochs,
+            "trainer.swa.start",
+            self.swa.start,
+            f"an epoch of the run's trainer.epochs={self.epochs}; averaging starts there",
+        )
+        require(
+            self.swa.start is None or self.ema.decay is None,
+            "trainer.swa.start",
+            self.swa.start,
+            "one average at a time: trainer.ema.decay is set as well; set one of them to null",
+        )
         if self.resume not in (None, "auto"):
             existing_checkpoint(self.resume, "trainer.resume")
 

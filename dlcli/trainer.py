@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dlcli import interrupts
+from dlcli.averaging import Average
 from dlcli.checkpoint import restore_rng_states, rng_states, save_checkpoint
 from dlcli.data import DataBundle, batches_per_epoch, eval_batches, train_batches
 from dlcli.diagnostics import GradientFlow
@@ -84,7 +85,7 @@ class Trainer:
     world: World = field(default_factory=World)  # this process among those of a multi-process run
     logger: Logger = field(default_factory=Logger)  # an experiment tracker (rank 0's; the others' do nothing)
     tracked: dict | None = None  # {target, id} of the tracked run, kept in checkpoints for a resume to continue
-    ema: "torch.optim.swa_utils.AveragedModel | None" = None  # trainer.ema.decay: the averaged weights
+    average: Average | None = None  # trainer.ema or trainer.swa: the averaged weights
     mix: Any = None  # data.mixup / data.cutmix: (images, labels) -> (mixed images, soft labels), per batch
 
     def __post_init__(self) -> None:
@@ -120,10 +121,15 @@ class Trainer:
                 train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
                 if self.flow is not None:
                     self.flow.record(epoch)
+                if self.average is not None:  # SWA's update, with its BatchNorm pass, is the epoch's work
+                    self.average.after_epoch(bare(self.model), epoch, self._train_inputs)
                 val = evaluate(
-                    self.network, self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast, self.world
+                    self.network(epoch), self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast, self.world
                 )
-                self.schedule.after_epoch(val["loss"])
+                if self.average is not None and self.average.sets_lr(epoch + 1):
+                    self.average.scheduler.step()
+                else:
+                    self.schedule.after_epoch(val["loss"])
                 seconds = time.perf_counter() - started
                 row = {
                     "epoch": epoch,
@@ -162,13 +168,17 @@ class Trainer:
                 self.save(LAST)
         return self.progress
 
-    @property
-    def network(self) -> nn.Module:
-        """The model to evaluate: with several processes, without DistributedDataParallel, whose
-        forward pass would wait on processes that have fewer batches of their share."""
-        if self.ema is not None:  # trainer.ema.decay: the averaged weights are the ones evaluated and kept
-            return self.ema.module
+    def network(self, epoch: int) -> nn.Module:
+        """The model to evaluate and keep after `epoch`: the average once it holds weights; with
+        several processes, without DistributedDataParallel, whose forward pass would wait on
+        processes that have fewer batches of their share."""
+        if self.average is not None and self.average.holds(epoch):
+            return self.average.model.module
         return self.model if self.world.size == 1 else bare(self.model)
+
+    def _train_inputs(self):
+        """The whole training split's inputs in order, in every process alike (SWA's BatchNorm pass)."""
+        return (x for x, _ in eval_batches(self.data, "train", self.settings.eval_batch_size))
 
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
         """The epoch's train loss and accuracy, and how many samples this call trained on (after a
@@ -234,9 +244,10 @@ class Trainer:
                 self._clip()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-            if self.ema is not None:
-                self.ema.update_parameters(bare(self.model))
-            self.schedule.after_step()
+            if self.average is not None:
+                self.average.after_step(bare(self.model))
+            if self.average is None or not self.average.sets_lr(epoch):
+                self.schedule.after_step()
             p.step += 1
             if self.startup_seconds is None:
                 self.startup_seconds = process_age()
@@ -285,10 +296,12 @@ class Trainer:
             self.checkpoint_dir / name,
             {
                 "config": self.config,
-                # the weights eval, predict and export use: the average, with trainer.ema.decay
-                "model": (bare(self.model) if self.ema is None else self.ema.module).state_dict(),
+                # the weights eval, predict and export use: the average, once there is one
+                "model": bare(self.network(p.epoch)).state_dict(),
                 **(
-                    {} if self.ema is None else {"trained": bare(self.model).state_dict(), "ema": self.ema.state_dict()}
+                    {}
+                    if self.average is None
+                    else {"trained": bare(self.model).state_dict(), "average": self.average.state_dict()}
                 ),
                 "optimizer": optimizer_state(self.optimizer_target, self.optimizer),
                 "scheduler": self.schedule.state_dict(),
@@ -311,8 +324,8 @@ class Trainer:
         """The optimizer, schedule, scaler and random generators as the checkpoint left them (where the
         run stood, its Progress, is given at construction)."""
         load_optimizer_state(self.optimizer_target, self.optimizer, state["optimizer"])
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
+        if self.average is not None and "average" in state:
+            self.average.load_state_dict(state["average"])
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -6,6 +6,7 @@
     python scripts/bench.py --tiny --json b.json  # a few seconds, for the tests
     python scripts/bench.py --ddp                 # data parallel: 1 process against several
     python scripts/bench.py --storage             # data.storage=disk against memory; cache build processes
+    python scripts/bench.py --augment --models resnet  # data.policy and data.erasing against none
 
 For each model, on its dataset's shape (MNIST for mlp and lenet, CIFAR-10 for alexnet), one
 process times, with the same model, batch, optimizer (SGD, momentum 0.9) and threads:
@@ -44,6 +45,7 @@ from dlcli.settings import (  # noqa: E402
     AlexNetSettings,
     LeNetSettings,
     MLPSettings,
+    ResNetSettings,
     SGDSettings,
     TrainerSettings,
 )
@@ -53,6 +55,7 @@ MODELS = {
     "mlp": (MLPSettings(depth=2, width=512, dropout=0.0), "mnist"),
     "lenet": (LeNetSettings(activation="relu", pooling="max"), "mnist"),
     "alexnet": (AlexNetSettings(width=0.25), "cifar10"),
+    "resnet": (ResNetSettings(), "mnist"),  # its defaults, ResNet-14 of width 16
 }
 MEAN_STD = {"mnist": ([0.1307], [0.3081]), "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
 
@@ -448,6 +451,54 @@ def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int,
     }
 
 
+def augmentation(root: Path | None, device: str, model: str, batch: int, steps: int, rounds: int) -> dict:
+    """data.policy and data.erasing against no augmentation, side by side: training images/s of `model`
+    on Fashion-MNIST (rounds alternate, the median counts), and images/s of the transform alone."""
+    from dlcli.data import load_data
+    from dlcli.settings import FashionMNISTSettings
+
+    if root is None or not (root / "FashionMNIST" / "raw").is_dir():
+        return {"skipped": "needs Fashion-MNIST (data.root, DLCLI_DATA or ../shared/data)"}
+    dev = torch.device(device)
+    variants = {
+        "none": {},
+        "randaugment": {"policy": "randaugment"},
+        "trivialaugment": {"policy": "trivialaugment"},
+        "autoaugment": {"policy": "autoaugment"},
+        "erasing 0.25": {"erasing": 0.25},
+    }
+    trainers = {}
+    for name, keys in variants.items():
+        spec = FashionMNISTSettings(root=str(root), download=False, subset=batch * steps, **keys)
+        data = load_data(spec, 0, 1 / 11, dev)
+        torch.manual_seed(0)
+        built = build_model(MODELS[model][0], data.input_shape, 10).to(dev)
+        trainers[name] = sgd_trainer(built, data, batch, steps)
+    train = {name: [] for name in variants}
+    alone = {name: [] for name in variants if name != "none"}
+    for r in range(rounds + 1):  # round 0 warms the allocator
+        for name, trainer in trainers.items():
+            sync(dev)
+            start = time.perf_counter()
+            trainer.train_epoch(r + 1)
+            sync(dev)
+            if r:
+                train[name].append(len(trainer.data.train) / (time.perf_counter() - start))
+            if r and name in alone:
+                x = trainer.data.train.x[:batch]
+                start = time.perf_counter()
+                trainer.data.transform(x)
+                sync(dev)
+                alone[name].append(batch / (time.perf_counter() - start))
+    med = {name: statistics.median(v) for name, v in train.items()}
+    return {
+        "training": f"{model} on Fashion-MNIST ({batch * steps} images), batch {batch}, {device}",
+        "train_images_per_s": {name: round(v, 1) for name, v in med.items()},
+        "over_none": {name: round(v / med["none"], 3) for name, v in med.items()},
+        "transform_images_per_s": {name: round(statistics.median(v), 1) for name, v in alone.items()},
+    }
+
+
 def _image_folder(root: Path, n: int) -> Path:
     """n photos' worth of decoding work: 256x256 RGB JPEGs (noise over a gradient), two classes."""
     import numpy as np
@@ -561,6 +612,18 @@ def print_tables(result: dict) -> None:
                 f"{s['build_1_process_images_per_s']:,.0f} images/s, {cores.split('_')[1]} processes "
                 f"{s[cores]:,.0f} ({s['build_speedup']:.2f}x)"
             )
+    if result.get("augmentation"):
+        s = result["augmentation"]
+        if "skipped" in s:
+            console.print(f"augmentation: skipped, {s['skipped']}")
+        else:
+            t = Table(title=f"data.policy and data.erasing, {s['training']}")
+            for col in ("augmentation", "train images/s", "vs none", "transform alone, images/s"):
+                t.add_column(col, justify="left" if col == "augmentation" else "right")
+            for name, rate in s["train_images_per_s"].items():
+                alone = s["transform_images_per_s"].get(name)
+                t.add_row(name, f"{rate:,.0f}", f"{s['over_none'][name]:.2f}", f"{alone:,.0f}" if alone else "-")
+            console.print(t)
     if result.get("launchers"):
         s = result["launchers"]
         console.print(
@@ -588,6 +651,9 @@ def main() -> int:
     parser.add_argument("--launchers", action="store_true", help="basic vs joblib launcher on a toy sweep only")
     parser.add_argument("--ddp", action="store_true", help="data parallel (trainer.devices) against 1 process only")
     parser.add_argument("--storage", action="store_true", help="data.storage=disk against memory only")
+    parser.add_argument(
+        "--augment", action="store_true", help="data.policy and data.erasing against none only (first of --models)"
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.tiny:
@@ -611,6 +677,9 @@ def main() -> int:
         result["ddp"] = data_parallel(root, args.device, args.rounds, args.tiny)
     elif args.storage:
         result["storage"] = storage(root, args.device, args.batch, args.steps, args.rounds, args.tiny)
+    elif args.augment:
+        model = args.models.split(",")[0]
+        result["augmentation"] = augmentation(root, args.device, model, args.batch, args.steps, args.rounds)
     else:
         for name in args.models.split(","):
             result["models"].append(bench_model(name, device, args.batch, args.steps, args.rounds, root))

@@ -312,3 +312,19 @@ def assert_one_line_error(proc, *needles: str) -> None:
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def write_images(root: Path, per_class: int, size: int = 16, copies: int = 1, seed: int = 0) -> Path:
+    """Two classes of binary PPM images (fast to write and decode), class b brighter; `copies` writes
+    each image that many times under other names: more data, the same images."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate("ab"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 160, (size, size, 3), dtype=np.uint8) + np.uint8(60 * k)
+            blob = b"P6\n%d %d\n255\n" % (size, size) + pixels.tobytes()
+            for c in range(copies):
+                (root / name / f"{i}-{c}.ppm").write_bytes(blob)
+    return root

@@ -61,3 +61,24 @@ def test_bench_storage_tiny_measures_both_paths_and_the_build(tmp_path, cache_di
     assert s["peak_rss_anon_mb"]["memory"] > 100 and s["peak_rss_anon_mb"]["disk"] > 100
     assert s["build_1_process_images_per_s"] > 0 and s["build_speedup"] > 0
     assert "cache build, 200 JPEG photos" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_augment_tiny_times_each_policy_against_none(tmp_path, cache_dir, mnist_root):
+    import os
+
+    out = tmp_path / "augment.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--augment", "--models", "lenet", "--tiny"]
+        + ["--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DLCLI_CACHE": str(cache_dir), "DLCLI_DATA": str(mnist_root)},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(out.read_text())["augmentation"]
+    assert set(s["train_images_per_s"]) == {"none", "randaugment", "trivialaugment", "autoaugment", "erasing 0.25"}
+    assert s["over_none"]["none"] == 1.0 and all(rate > 0 for rate in s["transform_images_per_s"].values())
+    assert "data.policy and data.erasing, lenet on Fashion-MNIST" in proc.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_TOY, REPO, read_jsonl
+from conftest import FAST_TOY, REPO, read_jsonl, write_images
 
 LONGER = [
     "trainer.epochs=6",
@@ -205,7 +205,7 @@ def test_the_ema_weights_are_what_is_evaluated_and_kept(dlcli, tmp_path):
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
     key = next(iter(best["model"]))
     assert not torch.equal(best["model"][key], best["trained"][key])  # the average, beside the trained weights
-    assert int(best["ema"]["n_averaged"]) == best["step"]  # updated after every optimizer step
+    assert int(best["average"]["model"]["n_averaged"]) == best["step"]  # updated after every optimizer step
     proc = dlcli("eval", f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", "hydra.run.dir=ev")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -218,31 +218,78 @@ def _imbalanced_csv(folder: Path) -> Path:
     return folder / "t.csv"
 
 
+def test_swa_averages_each_epoch_from_its_start_at_its_own_lr(dlcli, tmp_path):
+    import torch
+
+    args = [*FAST_TOY, "trainer.epochs=3", "model.batch_norm=true", "trainer.swa.start=2", "trainer.swa.lr=0.01"]
+    proc = dlcli("train", *args, "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [row["lr"] for row in rows] == [0.01, 0.01, 0.01]  # from the end of epoch 1: epochs 2 and 3 train at it
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert int(last["average"]["model"]["n_averaged"]) == 2  # epochs 2 and 3
+    mean = "hidden.0.norm.running_mean"
+    assert torch.equal(last["model"][mean], last["average"]["model"][f"module.{mean}"])  # the average is kept
+    assert not torch.allclose(last["model"][mean], last["trained"][mean])  # with its own statistics
+    proc = dlcli("eval", f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}", "split=val", "hydra.run.dir=ev")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["acc"] == rows[-1]["val_acc"]
+
+
+def test_swa_recomputes_batch_norm_statistics_for_the_averaged_weights():
+    import torch
+    from torch import nn
+
+    from dlcli.averaging import build_average
+    from dlcli.settings import SWASettings, TrainerSettings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    average = build_average(
+        TrainerSettings(epochs=2, swa=SWASettings(start=2, lr=0.1)), model, torch.optim.SGD(model.parameters(), lr=0.1)
+    )
+    inputs = [torch.randn(50, 3) + 2, torch.randn(30, 3) + 2]
+    average.after_epoch(model, 1, lambda: iter(inputs))
+    assert not average.holds(1) and int(average.model.n_averaged) == 0  # before trainer.swa.start
+    with torch.no_grad():
+        model[0].weight.mul_(3)
+    average.after_epoch(model, 2, lambda: iter(inputs))
+    with torch.no_grad():  # the first average is the weights themselves
+        batch_means = torch.stack([model[0](x).mean(0) for x in inputs])
+    norm = average.model.module[1]
+    # the mean over the split's batches (torch's update_bn), not a moving average nor the trained statistics
+    assert torch.allclose(norm.running_mean, batch_means.mean(0), atol=1e-5)
+    assert norm.momentum == model[1].momentum  # update_bn puts BatchNorm's momentum back
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("technique", ["ema", "balanced_sampler"])
-def test_killed_then_resumed_with_ema_or_the_balanced_sampler_ends_as_uninterrupted(
-    technique, dlcli, tmp_path, cache_dir
-):
-    extra = (
-        ["trainer.ema.decay=0.95"]
-        if technique == "ema"
-        else ["data=csv", f"data.path={_imbalanced_csv(tmp_path)}", "data.label=y", "data.sampler=balanced"]
-    )
-    args = (
-        ["trainer.epochs=3", "data.n_samples=3000", "model.width=32", "trainer.batch_size=32"]
-        if technique == "ema"
-        else [
-            "trainer.epochs=3",
-            "model.width=32",
-            "trainer.batch_size=32",
-        ]
-    )
-    args = [*args, *extra, "trainer.progress=false"]
+@pytest.mark.parametrize("technique", ["ema", "swa", "balanced_sampler", "augmentation"])
+def test_killed_then_resumed_with_each_training_technique_ends_as_uninterrupted(technique, dlcli, tmp_path, cache_dir):
+    toy = ["trainer.epochs=3", "data.n_samples=3000", "model.width=32", "trainer.batch_size=32"]
+    args = {
+        "ema": [*toy, "trainer.ema.decay=0.95"],
+        # killed at step 120, in epoch 2 of 85 steps each: after the average's first update
+        "swa": [*toy, "model.batch_norm=true", "trainer.swa.start=1", "trainer.swa.lr=0.01"],
+        "balanced_sampler": ["trainer.epochs=3", "model.width=32", "trainer.batch_size=32"]
+        + ["data=csv", f"data.path={_imbalanced_csv(tmp_path)}", "data.label=y", "data.sampler=balanced"],
+        "augmentation": ["trainer.epochs=2", "trainer.batch_size=16", "data=image_folder"]
+        + [f"data.root={write_images(tmp_path / 'img', 40, size=12)}", "data.mixup=0.4", "data.cutmix=1.0"]
+        + ["data.policy=randaugment", "data.erasing=0.5", "data.augment=true", "data.flip=true"],
+    }[technique]
+    every = {"swa": 120, "augmentation": 3}.get(technique, 40)
+    args = [*args, "trainer.progress=false"]
     proc = dlcli("train", *args, "hydra.run.dir=whole")
     assert proc.returncode == 0, proc.stderr
     env = {**os.environ, "DLCLI_CACHE": str(cache_dir)}
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_THE_MID_EPOCH_CHECKPOINT, "train", *args, "trainer.checkpoint_every_steps=40"]
+        [
+            sys.executable,
+            "-c",
+            KILL_AFTER_THE_MID_EPOCH_CHECKPOINT,
+            "train",
+            *args,
+            f"trainer.checkpoint_every_steps={every}",
+        ]
         + ["hydra.run.dir=killed"],
         cwd=tmp_path,
         env=env,

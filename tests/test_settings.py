@@ -129,6 +129,25 @@ BAD = [
     (["data=mnist", "data.subset=3"], "data.subset=3"),
     (["model.batch_norm=maybe"], "model.batch_norm='maybe'"),
     (["trainer.precision=16"], "trainer.precision='16'"),
+    (["trainer.accumulate=0"], "trainer.accumulate=0"),
+    (
+        ["trainer.batch_size=128", "trainer.accumulate=3"],
+        "trainer.batch_size=128 is invalid: trainer.accumulate=3 micro-batches",
+    ),
+    (["trainer.ema.decay=1.0"], "trainer.ema.decay=1 is invalid: a number in (0, 1)"),
+    (["trainer.swa.start=0"], "trainer.swa.start=0 is invalid"),
+    (["trainer.swa.start=2"], "trainer.swa.lr=None is invalid: the learning rate SWA trains at"),
+    (
+        ["trainer.epochs=3", "trainer.swa.start=4", "trainer.swa.lr=0.01"],
+        "trainer.swa.start=4 is invalid: an epoch of the run's trainer.epochs=3",
+    ),
+    (
+        ["trainer.swa.start=2", "trainer.swa.lr=0.01", "trainer.ema.decay=0.99"],
+        "trainer.swa.start=2 is invalid: one average at a time",
+    ),
+    (["data=mnist", "data.mixup=-1"], "data.mixup=-1 is invalid: a Beta alpha >= 0"),
+    (["data=fashion_mnist", "data.policy=augmix"], "data.policy='augmix' is invalid: choose one of none, randaugment"),
+    (["data=cifar10", "data.erasing=1.5"], "data.erasing=1.5 is invalid: a probability in [0, 1]"),
 ]
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_resume import KILL_AFTER_THE_MID_EPOCH_CHECKPOINT
 
-from conftest import assert_one_line_error, dlcli_env, read_jsonl
+from conftest import assert_one_line_error, dlcli_env, read_jsonl, write_images
 from dlcli.data import cache, folders, load_data, train_batches
 from dlcli.data.bundle import eval_batches
 from dlcli.data.folders import load_image_folder
@@ -25,20 +25,6 @@ from dlcli.machine import peak_rss_anon
 from dlcli.settings import CSVSettings, Custom, ImageDataSettings, ImageFolderSettings
 
 CPU = torch.device("cpu")
-
-
-def write_images(root: Path, per_class: int, size: int = 16, copies: int = 1, seed: int = 0) -> Path:
-    """Two classes of binary PPM images (fast to write and decode), class b brighter; `copies` writes
-    each image that many times under other names: more data, the same images."""
-    rng = np.random.default_rng(seed)
-    for k, name in enumerate("ab"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 160, (size, size, 3), dtype=np.uint8) + np.uint8(60 * k)
-            blob = b"P6\n%d %d\n255\n" % (size, size) + pixels.tobytes()
-            for c in range(copies):
-                (root / name / f"{i}-{c}.ppm").write_bytes(blob)
-    return root
 
 
 @pytest.fixture
@@ -371,3 +357,29 @@ def test_mixup_and_cutmix_mix_a_batch_into_soft_labels(tmp_path, dlcli):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "mixed" / "summary.json").read_text())["status"] == "ok"
     assert_one_line_error(dlcli("train", *run, "data.mixup=0.4", "loss=hinge"), "which loss=hinge does not take")
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
+def test_each_policy_draws_for_each_image_on_its_own(policy):
+    from dlcli.data.bundle import augmentation
+
+    assert augmentation(ImageFolderSettings(root="x")) is None
+    assert augmentation(Custom("my.load", {"policy": policy})) is not None  # +data.policy on data=custom
+    torch.manual_seed(0)
+    same = torch.randint(0, 256, (1, 3, 12, 12), dtype=torch.uint8).expand(32, -1, -1, -1)
+    out = augmentation(ImageFolderSettings(root="x", policy=policy))(same)
+    assert out.shape == same.shape and out.dtype == torch.uint8
+    assert len({bytes(image.flatten().tolist()) for image in out}) > 8  # one draw per batch would give one image
+    erased = augmentation(ImageFolderSettings(root="x", erasing=1.0))(same.clone() | 1)
+    assert all((image == 0).any() for image in erased)  # every image has its rectangle of zeros
+
+
+def test_a_policy_and_erasing_train_from_the_cli(tmp_path, dlcli):
+    root = write_images(tmp_path / "img", 30, size=8)
+    run = ["data=image_folder", f"data.root={root}", "trainer.epochs=1", "trainer.progress=false"]
+    proc = dlcli("train", *run, "data.policy=trivialaugment", "data.erasing=0.25", "hydra.run.dir=aug")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "aug" / "summary.json").read_text())["status"] == "ok"
+    assert_one_line_error(
+        dlcli("train", *run, "data.policy=augmix"), "data.policy='augmix' is invalid: choose one of none, randaugment"
+    )

@@ -10,6 +10,7 @@ import pytest
 
 import dlcli.configs
 from dlcli.cli import COMMANDS, PLAIN
+from dlcli.data.bundle import POLICY_TRANSFORMS
 from dlcli.layout import BEST, CHECKPOINTS, LAST
 from dlcli.models import ACTIVATION_LAYERS, WEIGHT_FILLS
 from dlcli.plots import METRIC_LABELS
@@ -19,6 +20,7 @@ from dlcli.settings import (
     DEVICES,
     INITS,
     MONITORS,
+    POLICIES,
     POOLINGS,
     SAMPLERS,
     SCHEMAS,
@@ -42,6 +44,7 @@ LISTS = {
     "trainer.monitor": MONITORS,
     "data.storage": STORAGES,
     "data.sampler": SAMPLERS,
+    "data.policy": POLICIES,
     **{f"{group}=": tuple(OPTIONS[group]) for group in SCHEMAS if group != "trainer"},
 }
 # every name a list may sit beside in a sentence: a run of such names holding a stale one fails
@@ -64,6 +67,7 @@ def test_the_builders_cover_exactly_the_choices_the_settings_accept():
     for group, options in SCHEMAS.items():  # an option is a schema and a YAML file (scheduler=none: no schema)
         assert set(options) <= set(OPTIONS[group]), group
     assert tuple(METRIC_LABELS) == METRICS
+    assert ("none", *POLICY_TRANSFORMS) == POLICIES
 
 
 @pytest.mark.parametrize("path", TEXTS, ids=lambda p: str(p.relative_to(REPO if REPO in p.parents else CONFIGS)))

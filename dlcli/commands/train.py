@@ -73,6 +73,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     import numpy as np
     import torch
 
+    from dlcli.averaging import build_average
     from dlcli.checkpoint import check_resumable, load_checkpoint, load_weights
     from dlcli.data import batches_per_epoch, load_data, mixing
     from dlcli.losses import build_loss
@@ -139,11 +140,6 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             f"data.mixup and data.cutmix train on mixed (soft) labels, which loss={short_name(settings.loss)} "
             "does not take; use loss=cross_entropy, or set data.mixup=0 data.cutmix=0"
         )
-    ema = None
-    if t.ema.decay is not None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema.decay), use_buffers=True)
     trainer = Trainer(
         model=torch.compile(network) if t.compile else network,
         data=data,
@@ -160,7 +156,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         flow=flow,
         logger=logger,
         tracked=start_tracking(logger, settings.logger, run_dir, config, resume_state, progress.epoch),
-        ema=ema,
+        average=build_average(t, model, optimizer),
         mix=mix,
     )
     if resume_state is not None:

@@ -34,6 +34,7 @@ from dlcli.settings import (
     ImageDataSettings,
     ImageFolderSettings,
     ToyDataSettings,
+    check_augmentation,
     check_batch_keys,
     check_mixing,
     kwargs_of,
@@ -54,7 +55,12 @@ BATCH_KEYS = (
     "sampler",
     "mixup",
     "cutmix",
+    "policy",
+    "erasing",
 )
+
+# data.policy: torchvision.transforms.v2's class for each (autoaugment: its default, ImageNet policy)
+POLICY_TRANSFORMS = {"randaugment": "RandAugment", "trivialaugment": "TrivialAugmentWide", "autoaugment": "AutoAugment"}
 
 
 @dataclass
@@ -107,6 +113,8 @@ class DataBundle:
     features: tuple[str, ...] | None = None
     storage: str = "memory"  # memory | disk: where the splits' samples are (data.storage, auto resolved)
     sampler: str = "shuffle"  # data.sampler
+    # data.policy and data.erasing: uint8 images [N, C, H, W] -> the same, each image augmented on its own
+    transform: Any = None
 
     def record(self) -> dict:
         """What a checkpoint keeps to turn new inputs into model inputs as training did, without the
@@ -218,6 +226,7 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         features=loaded.features,
         storage=storage,
         sampler=batch_key(spec, "sampler", "shuffle"),
+        transform=augmentation(spec) if images else None,
     )
 
 
@@ -293,6 +302,7 @@ def batch_key(spec, key: str, default: Any) -> Any:
     keys = {k: spec.kwargs.get(k, getattr(ImageFolderSettings, k)) for k in ("storage", "memory_fraction", "sampler")}
     check_batch_keys(**keys)
     check_mixing(spec.kwargs.get("mixup", 0.0), spec.kwargs.get("cutmix", 0.0))
+    check_augmentation(spec.kwargs.get("policy", "none"), spec.kwargs.get("erasing", 0.0))
     return value
 
 
@@ -358,6 +368,8 @@ def train_batches(
         if data.augment:
             at = batch.start + mine.start
             x = crop_and_flip(x, shifts[at : at + len(x)], flips[at : at + len(x)], data.crop_padding)
+        if data.transform is not None:
+            x = data.transform(x)
         yield data.inputs(x), split.y.index_select(0, on_device[batch][mine]), batch.stop - batch.start
 
 
@@ -376,6 +388,20 @@ def mixing(spec, classes: int):
 
     chosen = [getattr(v2, name)(alpha=float(alpha), num_classes=classes) for alpha, name in alphas if alpha]
     return chosen[0] if len(chosen) == 1 else v2.RandomChoice(chosen)
+
+
+def augmentation(spec):
+    """data.policy and data.erasing as one transform of a uint8 batch that draws for each image on its
+    own (torchvision's v2 transforms draw once per call, which for a whole batch is one draw for all),
+    from torch's generator, which checkpoints keep. None: off."""
+    policy, erasing = batch_key(spec, "policy", "none"), float(batch_key(spec, "erasing", 0.0))
+    if policy == "none" and not erasing:
+        return None
+    from torchvision.transforms import v2
+
+    chosen = [getattr(v2, POLICY_TRANSFORMS[policy])()] if policy != "none" else []
+    each = v2.Compose(chosen + ([v2.RandomErasing(p=erasing, value=0)] if erasing else []))
+    return lambda x: torch.stack([each(image) for image in x])
 
 
 def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
