@@ -18,6 +18,10 @@ from dlcli.layout import EXAMPLE
 
 COMMANDS = {
     "train": ("dlcli.commands.train", "train a model:  dlcli train model=lenet data=mnist optimizer.lr=0.1"),
+    "lr-find": (
+        "dlcli.commands.lr_find",
+        "suggest a learning rate (range test):  dlcli lr-find model=lenet data=mnist",
+    ),
     "eval": ("dlcli.commands.eval", f"evaluate a checkpoint:  dlcli eval checkpoint={EXAMPLE}"),
     "report": ("dlcli.commands.report", "summarize sweeps and runs:  dlcli report outputs/multirun/<date>/<time>"),
     "predict": (

@@ -7,6 +7,7 @@ gets the arguments that depend on the run (its length in steps, the peak lr) and
 interval: after every optimizer step, or after every epoch.
 """
 
+import dataclasses
 import inspect
 import logging
 
@@ -16,10 +17,17 @@ from torch import nn
 from dlcli.errors import CheckpointError, ConfigError, first_line
 from dlcli.machine import import_target
 from dlcli.regularization import penalized_weights
-from dlcli.settings import kwargs_of, target_of
+from dlcli.settings import Custom, kwargs_of, target_of
 from dlcli.targets import SCHEDULERS
 
 log = logging.getLogger("dlcli")
+
+
+def with_lr(spec, lr: float):
+    """The optimizer's settings with another lr (optimizer.lr=auto's finding, or the range test's start)."""
+    if isinstance(spec, Custom):
+        return Custom(spec._target_, {**spec.kwargs, "lr": lr})
+    return dataclasses.replace(spec, lr=lr)
 
 
 def build_optimizer(spec, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:

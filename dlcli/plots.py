@@ -58,6 +58,22 @@ def learning_curves(rows: list[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def lr_range(finding: dict, path: Path, title: str) -> Path:
+    """The range test's loss against the lr (log scale), raw and smoothed, the suggestion marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(finding["lr"], finding["loss"], color="0.75", linewidth=0.8, label="loss of each batch")
+    ax.plot(finding["lr"], finding["smoothed_loss"], color="C0", label="smoothed loss")
+    lr = finding["suggested_lr"]
+    ax.axvline(lr, color="C3", linestyle="--", label=f"suggested lr {lr:.3g}")
+    ax.set_xscale("log")
+    top = max(finding["smoothed_loss"][0], min(finding["smoothed_loss"])) * 1.5
+    ax.set(xlabel="learning rate", ylabel="training loss", title=title, ylim=(0, top))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
 def sweep_curves(runs: list[tuple[str, list[dict]]]) -> bytes:
     """Validation accuracy per epoch of every job, overlaid, as PNG bytes."""
     plt = _pyplot()

@@ -517,15 +517,20 @@ def _number(value: Any, key: str) -> float:
     return float(value)
 
 
-def _check_lr_and_decay(lr: float, weight_decay: float) -> None:
-    require(0.0 < lr < math.inf, "optimizer.lr", lr, "a number > 0")
+def _check_lr_and_decay(lr: Any, weight_decay: float) -> None:
+    require(
+        lr == "auto" or (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0.0 < lr < math.inf),
+        "optimizer.lr",
+        lr,
+        "a number > 0, or auto (dlcli lr-find's suggestion, found first)",
+    )
     require(0.0 <= weight_decay < math.inf, "optimizer.weight_decay", weight_decay, "a number >= 0")
 
 
 @dataclass
 class SGDSettings:
     _target_: str = "torch.optim.SGD"
-    lr: float = 0.05
+    lr: Any = 0.05
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0  # coupled (added to the gradient), on weights only
@@ -544,7 +549,7 @@ class SGDSettings:
 @dataclass
 class AdamSettings:
     _target_: str = "torch.optim.Adam"
-    lr: float = 1e-3
+    lr: Any = 1e-3
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0  # coupled (L2-style), on weights only
@@ -563,14 +568,14 @@ class AdamSettings:
 @dataclass
 class AdamWSettings(AdamSettings):
     _target_: str = "torch.optim.AdamW"
-    lr: float = 2e-3
+    lr: Any = 2e-3
     weight_decay: float = 0.01  # decoupled, on weights only
 
 
 @dataclass
 class RMSpropSettings:
     _target_: str = "torch.optim.RMSprop"
-    lr: float = 1e-3
+    lr: Any = 1e-3
     alpha: float = 0.99
     momentum: float = 0.0
     eps: float = 1e-8
@@ -586,7 +591,7 @@ class RMSpropSettings:
 @dataclass
 class AdagradSettings:
     _target_: str = "torch.optim.Adagrad"
-    lr: float = 0.01
+    lr: Any = 0.01
     eps: float = 1e-10
     weight_decay: float = 0.0
 
@@ -653,6 +658,35 @@ class EMASettings:
             self.decay,
             "a number in (0, 1), e.g. 0.999, or null for no averaging",
         )
+
+
+@dataclass
+class LRFindSettings:
+    # the learning-rate range test (dlcli lr-find, optimizer.lr=auto): the lr grows exponentially
+    # from `start` to `end` over `steps` optimizer steps, one batch each, and the test stops once
+    # the smoothed loss exceeds `diverge` times its lowest
+    start: float = 1e-7
+    end: float = 10.0
+    steps: int = 200
+    smoothing: float = 0.95  # the loss's exponential moving average: the weight of the past
+    diverge: float = 4.0
+
+    def __post_init__(self) -> None:
+        require(0 < self.start < math.inf, "trainer.lr_find.start", self.start, "a learning rate > 0, e.g. 1e-7")
+        require(
+            self.start < self.end < math.inf,
+            "trainer.lr_find.end",
+            self.end,
+            f"a learning rate above trainer.lr_find.start={show(self.start)}, e.g. 10",
+        )
+        require(
+            isinstance(self.steps, int) and 20 <= self.steps <= 100_000,
+            "trainer.lr_find.steps",
+            self.steps,
+            "an integer in [20, 100000]: optimizer steps, one batch each",
+        )
+        require(0 <= self.smoothing < 1, "trainer.lr_find.smoothing", self.smoothing, "a number in [0, 1)")
+        require(self.diverge > 1, "trainer.lr_find.diverge", self.diverge, "a number > 1, e.g. 4")
 
 
 @dataclass
@@ -729,6 +763,7 @@ class TrainerSettings:
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
     ema: EMASettings = field(default_factory=EMASettings)
     swa: SWASettings = field(default_factory=SWASettings)
+    lr_find: LRFindSettings = field(default_factory=LRFindSettings)
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -979,8 +1014,9 @@ def _spec(group: str, section: dict) -> Any:
     if schema is None:
         kwargs = {k: v for k, v in section.items() if k != "_target_"}
         if group == "optimizer":  # whatever the class, these two mean the same and have the same range
+            lr = kwargs.get("lr", 1.0)
             _check_lr_and_decay(
-                _number(kwargs.get("lr", 1.0), "optimizer.lr"),
+                lr if lr == "auto" else _number(lr, "optimizer.lr"),
                 _number(kwargs.get("weight_decay", 0.0), "optimizer.weight_decay"),
             )
         return Custom(target, kwargs)

@@ -19,7 +19,7 @@ def test_no_arguments_and_help_list_the_commands(capsys):
 def test_unknown_command_fails_with_the_list(capsys):
     assert main(["fit"]) == 2
     err = capsys.readouterr().err
-    assert "unknown command 'fit'" in err and "train, eval" in err
+    assert "unknown command 'fit'" in err and "train, lr-find, eval, report" in err
 
 
 def test_help_does_not_import_torch():

@@ -27,6 +27,7 @@ from dlcli.settings import (
     CrossEntropySettings,
     ImageDataSettings,
     Settings,
+    kwargs_of,
     load_settings,
     short_name,
     target_of,
@@ -113,6 +114,9 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         )
         torch.manual_seed(t.seed + world.rank)  # dropout: other draws in each process
     loss_fn = build_loss(settings.loss, data.train.y, data.num_classes)
+    found_lr = kwargs_of(settings.optimizer).get("lr") == "auto"
+    if found_lr:
+        settings, config = _with_found_lr(settings, config, model, data, loss_fn, resume_state, run_dir, world)
     optimizer = build_optimizer(settings.optimizer, model, device)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size, world.size)
     penalty = build_penalty(settings.regularization, model)
@@ -207,6 +211,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             },
             "final_train_loss": progress.history[-1]["train_loss"],
             "params": params,
+            **({"lr_find": {"suggested_lr": config["optimizer"]["lr"], "file": "lr_find.json"}} if found_lr else {}),
             "wall_seconds": round(time.perf_counter() - started, 3),
             "startup_seconds": trainer.startup_seconds,
             "peak_rss_mb": peak_rss_mb(),
@@ -230,6 +235,32 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         f"val acc {best_row['val_acc']:.2%}); wrote {run_dir}"
     )
     return summary
+
+
+def _with_found_lr(settings, config, model, data, loss_fn, resume_state, run_dir, world):
+    """optimizer.lr=auto: the range test's suggestion (dlcli lr-find), run on a copy of the model
+    under a forked generator, so training starts from the weights and draws it would have had;
+    a resumed run takes the lr its checkpoint found."""
+    import copy
+
+    import torch
+
+    from dlcli.lr_find import find_and_record
+    from dlcli.optim import with_lr
+
+    if resume_state is not None:
+        lr = float(resume_state["config"]["optimizer"]["lr"])
+    else:
+        with torch.random.fork_rng(devices=[data.train.y.device] if data.train.y.is_cuda else []):
+            found = find_and_record(settings, copy.deepcopy(model), data, loss_fn, run_dir if world.main else None)
+        # every process ran the same test; rank 0's finding is the one kept, whatever the GPU's rounding did
+        mine = torch.tensor(
+            [found["suggested_lr"] if world.main else 0.0], dtype=torch.float64, device=data.train.y.device
+        )
+        lr = float(world.sum_(mine))
+        log.info(f"optimizer.lr=auto: {lr:.3g}, the range test's suggestion ({found['stopped']}); see lr_find.png")
+    settings = dataclasses.replace(settings, optimizer=with_lr(settings.optimizer, lr))
+    return settings, {**config, "optimizer": {**config["optimizer"], "lr": lr}}
 
 
 def _check_world(t, world) -> None:
