@@ -188,7 +188,33 @@ class RecurrentSettings:
 
 
 @dataclass
-class ToyDataSettings:
+class Folds:
+    """k-fold cross-validation, a key pair of every data option."""
+
+    # the training split in `folds` stratified parts, fixed by trainer.seed; part `fold` (0 to folds - 1)
+    # is the validation split, the test split stays as it is; null: trainer.val_fraction of it instead
+    folds: Optional[int] = None
+    fold: int = 0
+
+
+def check_folds(folds: Optional[int], fold: int) -> None:
+    require(
+        folds is None or (isinstance(folds, int) and not isinstance(folds, bool) and 2 <= folds <= 1000),
+        "data.folds",
+        folds,
+        "an integer in [2, 1000] (k of k-fold cross-validation), or null for trainer.val_fraction",
+    )
+    top = f"0 to {folds - 1}" if folds else "0 (data.folds is null)"
+    require(
+        isinstance(fold, int) and not isinstance(fold, bool) and 0 <= fold < (folds or 1),
+        "data.fold",
+        fold,
+        f"the held-out part, {top}; sweep them all with -m data.fold='range({folds or 5})'",
+    )
+
+
+@dataclass
+class ToyDataSettings(Folds):
     _target_: str = "dlcli.data.toy.load_toy"
     name: str = "spirals"
     n_samples: int = 6000
@@ -196,6 +222,7 @@ class ToyDataSettings:
     classes: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_folds(self.folds, self.fold)
         _choice("data.name", self.name, TOY_SETS)
         require(100 <= self.n_samples <= 10_000_000, "data.n_samples", self.n_samples, "an integer in [100, 10000000]")
         require(0.0 <= self.noise <= 10.0, "data.noise", self.noise, "a number in [0, 10]")
@@ -207,7 +234,7 @@ class ToyDataSettings:
 
 
 @dataclass
-class ImageDataSettings:
+class ImageDataSettings(Folds):
     """MNIST, Fashion-MNIST, CIFAR-10 through torchvision; the options differ in their defaults."""
 
     _target_: str = "dlcli.data.builtin.load_image_set"
@@ -238,6 +265,7 @@ class ImageDataSettings:
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, IMAGE_SETS)
+        check_folds(self.folds, self.fold)
         check_mixing(self.mixup, self.cutmix)
         check_augmentation(self.policy, self.erasing)
         check_batch_keys(self.storage, self.memory_fraction, self.sampler)
@@ -297,7 +325,7 @@ def _check_split(seed: int, test_fraction: float, subset: Optional[int]) -> None
 
 
 @dataclass
-class ImageFolderSettings:
+class ImageFolderSettings(Folds):
     """Your own images in torchvision's ImageFolder layout: <root>/<class>/*.png, or with train/ and test/."""
 
     _target_: str = "dlcli.data.folders.load_image_folder"
@@ -324,6 +352,7 @@ class ImageFolderSettings:
 
     def __post_init__(self) -> None:
         _required("data.root", self.root, "the folder of class sub-folders, e.g. data.root=~/pictures/pets")
+        check_folds(self.folds, self.fold)
         check_batch_keys(self.storage, self.memory_fraction, self.sampler)
         check_mixing(self.mixup, self.cutmix)
         check_augmentation(self.policy, self.erasing)
@@ -381,7 +410,7 @@ def check_max_pixels(value: Any, key: str) -> None:
 
 
 @dataclass
-class CSVSettings:
+class CSVSettings(Folds):
     """A table with a header row: one label column, every other column a numeric feature."""
 
     _target_: str = "dlcli.data.tables.load_csv"
@@ -398,12 +427,13 @@ class CSVSettings:
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the CSV file, e.g. data.path=iris.csv")
         _required("data.label", self.label, "the name of the label column, e.g. data.label=species")
+        check_folds(self.folds, self.fold)
         _check_split(self.seed, self.test_fraction, self.subset)
         check_batch_keys(self.storage, self.memory_fraction, self.sampler)
 
 
 @dataclass
-class ArraysSettings:
+class ArraysSettings(Folds):
     """An .npz file with x [N, F] and y [N], and optionally x_test and y_test."""
 
     _target_: str = "dlcli.data.tables.load_arrays"
@@ -417,6 +447,7 @@ class ArraysSettings:
 
     def __post_init__(self) -> None:
         _required("data.path", self.path, "the .npz file, e.g. data.path=features.npz")
+        check_folds(self.folds, self.fold)
         _check_split(self.seed, self.test_fraction, self.subset)
         check_batch_keys(self.storage, self.memory_fraction, self.sampler)
 

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -211,6 +212,9 @@ def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> di
     writer.writerows({**asdict(j), **{k: v for k, v in settings(j).items() if k in params}} for j in jobs)
     best = next((j for j in jobs if getattr(j, metric) is not None), None)
     report = {"metric": metric, "best": best.job if best else None, "jobs": [asdict(j) for j in jobs]}
+    folds = cross_validation(jobs)
+    if folds:
+        report["cross_validation"] = folds
     files = {
         "csv": ("sweep.csv", buffer.getvalue().encode()),
         "json": ("sweep.json", (json.dumps(report, indent=2) + "\n").encode()),
@@ -243,6 +247,49 @@ def write_report(jobs: list[Job], out: Path, metric: str = "best_val_acc") -> di
     for name, data in files.values():
         write_atomic(out / name, lambda f, data=data: f.write(data), binary=True)
     return {key: out / name for key, (name, _) in files.items()}
+
+
+def cross_validation(jobs: list[Job]) -> list[dict]:
+    """The jobs that differ only in data.fold, grouped: each fold's best val and test accuracy, and
+    their mean and standard deviation (n - 1: the folds are a sample of the splits there could be)
+    over the folds that finished."""
+    groups: dict[str, list[tuple[int, Job]]] = {}
+    for job in jobs:
+        given = settings(job)
+        if "data.fold" in given:
+            rest = " ".join(f"{k}={v}" for k, v in given.items() if k not in ("data.fold", "trainer.resume"))
+            groups.setdefault(rest, []).append((int(_number(given["data.fold"])), job))
+    summaries = []
+    for rest, members in groups.items():
+        members.sort(key=lambda member: member[0])
+        row = {"overrides": rest, "folds": [fold for fold, _ in members], "finished": 0}
+        for metric in ("best_val_acc", "test_acc"):
+            each = {fold: getattr(job, metric) for fold, job in members if job.status == "ok"}
+            values = [v for v in each.values() if v is not None]
+            row["finished"] = len(values)
+            row[metric] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "each": each,
+            }
+        summaries.append(row)
+    return summaries
+
+
+def cross_validation_lines(summaries: list[dict]) -> list[str]:
+    def spread(numbers: dict) -> str:
+        if numbers["mean"] is None:
+            return "-"
+        std = f" ± {numbers['std']:.2%}" if numbers["std"] is not None else ""
+        each = ", ".join(f"{v:.2%}" for v in numbers["each"].values() if v is not None)
+        return f"{numbers['mean']:.2%}{std} ({each})"
+
+    return [
+        f"{len(row['folds'])}-fold cross-validation{' of ' + row['overrides'] if row['overrides'] else ''} "
+        f"({row['finished']} of {len(row['folds'])} folds finished): best val acc {spread(row['best_val_acc'])}; "
+        f"test acc {spread(row['test_acc'])}"
+        for row in summaries
+    ]
 
 
 def heatmap_grid(jobs: list[Job], metric: str):
@@ -300,7 +347,10 @@ def print_table(jobs: list[Job], metric: str, title: str) -> None:
             num(j.wall_seconds, ".1f"),
             f"[{style}]{escape(status)}[/{style}]",
         )
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    for line in cross_validation_lines(cross_validation(jobs)):
+        console.print(escape(line))
 
 
 def summarize(paths: list[Path], out: Path, metric: str = "best_val_acc") -> list[Job]:

@@ -36,6 +36,7 @@ from dlcli.settings import (
     ToyDataSettings,
     check_augmentation,
     check_batch_keys,
+    check_folds,
     check_mixing,
     kwargs_of,
     target_of,
@@ -57,6 +58,8 @@ BATCH_KEYS = (
     "cutmix",
     "policy",
     "erasing",
+    "folds",
+    "fold",
 )
 
 # data.policy: torchvision.transforms.v2's class for each (autoaugment: its default, ImageNet policy)
@@ -198,9 +201,13 @@ def load_data(spec, seed: int, val_fraction: float, device: torch.device, proces
         train_x, test_x, test_rows = spill(spec, train_x, train_y, test_x, test_y)
         train_rows = torch.arange(len(train_y))
 
-    perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, round(len(train_y) * val_fraction))
-    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    folds = batch_key(spec, "folds", None)
+    if folds is None:
+        perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(len(train_y) * val_fraction))
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    else:
+        val_idx, train_idx = fold_split(train_y, folds, batch_key(spec, "fold", 0), seed)
     to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
 
     def split(x: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> Split:
@@ -263,6 +270,22 @@ def spill(spec, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     return stored[0], stored[0], torch.arange(n, n + len(test_x))
 
 
+def fold_split(labels: torch.Tensor, folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Part `fold` of the training split cut in `folds` stratified parts, and the rest, both sorted: the
+    samples, shuffled by `seed`, are grouped by class and dealt out to the parts in turn, so each part
+    holds its share of every class (within one sample)."""
+    if folds > len(labels):
+        raise ConfigError(
+            f"data.folds={folds} is invalid: the training split has only {len(labels):,} samples to cut in "
+            f"parts; use data.folds={len(labels)} or fewer"
+        )
+    shuffled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    by_class = shuffled[torch.argsort(labels[shuffled], stable=True)]
+    part = torch.empty(len(labels), dtype=torch.long)
+    part[by_class] = torch.arange(len(labels)) % folds
+    return (part == fold).nonzero().squeeze(1), (part != fold).nonzero().squeeze(1)
+
+
 def _select(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """x's rows, with no copy when they are all of x in order (a table, or a split kept whole)."""
     whole = len(rows) == len(x) and bool((rows == torch.arange(len(x))).all())
@@ -303,6 +326,7 @@ def batch_key(spec, key: str, default: Any) -> Any:
     check_batch_keys(**keys)
     check_mixing(spec.kwargs.get("mixup", 0.0), spec.kwargs.get("cutmix", 0.0))
     check_augmentation(spec.kwargs.get("policy", "none"), spec.kwargs.get("erasing", 0.0))
+    check_folds(spec.kwargs.get("folds"), spec.kwargs.get("fold", 0))
     return value
 
 
