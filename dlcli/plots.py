@@ -353,6 +353,203 @@ def decision_boundary(
     return _save(fig, path)
 
 
+# past this many classes one-vs-rest curves are drawn in grey, but for the weakest few in colour
+COLOURED_CURVES = 10
+WEAKEST_CURVES = 5
+
+
+def roc_curves(probabilities, labels, classes: list[str], aucs: list[float | None], path: Path, title: str) -> Path:
+    """One-vs-rest ROC curve of each class, on a linear false-positive axis and on a log one, where a
+    good model's curves, crowded into the corner of the first, come apart."""
+    from dlcli import metrics
+
+    plt = _pyplot()
+    fig, (linear, log) = plt.subplots(1, 2, figsize=(12, 5.2))
+    curves = [metrics.roc_curve(probabilities[:, k], labels == k) for k in range(len(classes))]
+    smallest = 1.0
+    for ax in (linear, log):
+        for k, style in _one_vs_rest_styles(classes, aucs, "AUC"):
+            if curves[k] is not None:
+                fpr, tpr, _ = curves[k]
+                ax.plot(*_thinned(fpr, tpr, style), **style)
+                smallest = min(smallest, fpr[fpr > 0].min(initial=1.0))
+        ax.set(ylabel="true positive rate (recall)", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    linear.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    linear.set(xlabel="false positive rate", xlim=(-0.02, 1.02), title="ROC, one class against the rest")
+    log.set_xscale("log")
+    log.set(
+        xlabel="false positive rate (log scale)", xlim=(smallest / 2, 1.05), title="the same, low false positive rates"
+    )
+    _curve_legend(linear, len(classes), loc="lower right")
+    fig.suptitle(f"{title}: macro ROC AUC {_metric(metrics.macro_mean(aucs))}")
+    return _save(fig, path)
+
+
+def precision_recall_curves(
+    probabilities, labels, classes: list[str], precisions: list[float | None], path: Path, title: str
+) -> Path:
+    """One-vs-rest precision-recall curve of each class (precision at each threshold, as steps), whole
+    and closed in on the upper right, where a good model's curves bend."""
+    from dlcli import metrics
+
+    plt = _pyplot()
+    import numpy as np
+
+    fig, (whole, close) = plt.subplots(1, 2, figsize=(12, 5.2))
+    curves = [metrics.precision_recall_curve(probabilities[:, k], labels == k) for k in range(len(classes))]
+    drawn = [c for c in curves if c is not None]
+    # the close-up starts a little below the worst class's precision at 80 % recall
+    worst = min((precision[np.searchsorted(recall, 0.8)] for recall, precision in drawn), default=0.0)
+    low = max(0.0, math.floor(worst * 20) / 20 - 0.05)
+    for ax in (whole, close):
+        for k, style in _one_vs_rest_styles(classes, precisions, "AP"):
+            if curves[k] is not None:
+                ax.plot(*_thinned(*curves[k], style), drawstyle="steps-pre", **style)
+        ax.set(xlabel="recall", ylabel="precision")
+        ax.grid(alpha=0.3)
+    whole.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title="precision-recall, one class against the rest")
+    margin = (1 - low) * 0.02
+    close.set(
+        xlim=(low - margin, 1 + margin),
+        ylim=(low - margin, 1 + margin),
+        title=f"the same, from {low:.0%} recall and precision",
+    )
+    _curve_legend(whole, len(classes), loc="lower left")
+    fig.suptitle(f"{title}: macro average precision {_metric(metrics.macro_mean(precisions))}")
+    return _save(fig, path)
+
+
+def _one_vs_rest_styles(classes: list[str], scores: list[float | None], metric: str) -> list[tuple[int, dict]]:
+    """(class, line style) in drawing order: each class in its colour for a few classes; for more, grey
+    lines first and the WEAKEST_CURVES lowest-scoring in colour on top, named in the legend."""
+    named = [f"{name} ({metric} {_metric(score)})" for name, score in zip(classes, scores)]
+    if len(classes) <= COLOURED_CURVES:
+        return [
+            (k, {**style, "marker": None, "linewidth": 1.2, "label": named[k]})
+            for k, style in enumerate(line_styles(len(classes)))
+        ]
+    defined = [k for k, score in enumerate(scores) if score is not None]
+    weakest = sorted(defined, key=lambda k: scores[k])[:WEAKEST_CURVES]
+    grey = [(k, {"color": "grey", "alpha": 0.35, "linewidth": 0.6}) for k in range(len(classes)) if k not in weakest]
+    grey[:1] = [(k, {**style, "label": f"the other {len(grey)} classes"}) for k, style in grey[:1]]
+    coloured = [
+        (k, {**style, "marker": None, "linewidth": 1.4, "label": named[k]})
+        for k, style in zip(weakest, line_styles(len(weakest)))
+    ]
+    return grey + coloured
+
+
+def _thinned(x, y, style: dict, most: int = 500):
+    """A grey background curve at most `most` points, evenly by threshold: a thousand classes' curves
+    of every sample's score would take minutes to draw and show no more."""
+    import numpy as np
+
+    if style.get("color") != "grey" or len(x) <= most:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, most).round().astype(int))
+    return x[keep], y[keep]
+
+
+def _curve_legend(ax, classes: int, loc: str) -> None:
+    title = None if classes <= COLOURED_CURVES else f"the {WEAKEST_CURVES} weakest in colour"
+    ax.legend(fontsize=7, loc=loc, handlelength=3, title=title, title_fontsize=7)
+
+
+def _metric(value: float | None) -> str:
+    """An AUC or average precision; n/a for a class the split lacks, where it is undefined."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def reliability(grouped: dict, ece: float, path: Path, title: str) -> Path:
+    """Accuracy against mean confidence per confidence bin (`dlcli.metrics.calibration_bins`), the gap to
+    the diagonal shaded; below, how many samples each bin holds."""
+    plt = _pyplot()
+    import numpy as np
+
+    edges, count = grouped["edges"], grouped["count"]
+    bins = len(count)
+    width, middles = np.diff(edges), (edges[:-1] + edges[1:]) / 2
+    filled = count > 0
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
+    top.bar(
+        edges[:-1][filled],
+        grouped["accuracy"][filled],
+        width=width[filled],
+        align="edge",
+        color="tab:blue",
+        edgecolor="black",
+        linewidth=0.5,
+        label="accuracy",
+    )
+    top.bar(
+        edges[:-1][filled],
+        (grouped["confidence"] - grouped["accuracy"])[filled],
+        bottom=grouped["accuracy"][filled],
+        width=width[filled],
+        align="edge",
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        linewidth=0.5,
+        label="gap to the mean confidence",
+    )
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{title}\nreliability: ECE {ece:.4f} over {bins} bins")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(edges[:-1], count, width=width, align="edge", color="tab:grey", edgecolor="black", linewidth=0.5)
+    if count.max() > 0:
+        bottom.set_yscale("log")
+        bottom.set_ylim(0.8, count.max() * 8)
+    if bins <= 30:
+        for x, n in zip(middles, count):
+            if n:
+                bottom.text(
+                    x,
+                    n * 1.15,
+                    f"{n:,}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=6 if bins > 15 else 7,
+                    rotation=90 if bins > 15 else 0,
+                )
+    bottom.set(xlabel="confidence (the predicted class's probability)", ylabel="samples (log scale)")
+    bottom.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def top_losses(images, true: list[str], predicted: list[str], probability, path: Path, title: str) -> Path:
+    """uint8 images [N, C, H, W] in a grid, each titled with its true class and the predicted one with
+    its probability (red where they differ)."""
+    plt = _pyplot()
+
+    n = len(images)
+    cols = min(8, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows + 0.6), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        image = images[k]
+        if image.shape[0] == 3:
+            ax.imshow(image.permute(1, 2, 0).numpy())
+        else:  # one channel, or a count a picture has no colours for: the first
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(
+            f"true {_short(true[k])}\npred {_short(predicted[k])} ({probability[k]:.0%})",
+            fontsize=7,
+            color="tab:red" if true[k] != predicted[k] else "black",
+        )
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _short(name: str, most: int = 12) -> str:
+    return name if len(name) <= most else name[: most - 1] + "…"
+
+
 def log_spaced(values: list[float]) -> bool:
     """Positive values at roughly constant ratios spanning at least a factor of 10."""
     positive = sorted(v for v in values if v > 0)

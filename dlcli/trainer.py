@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -378,9 +378,11 @@ def evaluate(
     batch_size: int,
     autocast=contextlib.nullcontext,
     world: World = World(),
+    keep: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of a split;
-    with several processes each evaluates its share and the sums are shared."""
+    with several processes each evaluates its share and the sums are shared. `keep`, if given, is
+    handed each batch's logits and labels (dlcli eval keeps every sample's probabilities)."""
     model.eval()
     k = data.num_classes
     total = torch.zeros(1, dtype=torch.float64, device=data.train.y.device)
@@ -390,6 +392,8 @@ def evaluate(
             z = model(x)
         total += loss_fn(z.float(), y).double() * len(y)
         confusion += torch.bincount(y * k + z.argmax(1), minlength=k * k)
+        if keep is not None:
+            keep(z, y)
     world.sum_(total)
     world.sum_(confusion)
     confusion = confusion.view(k, k).cpu()

@@ -84,6 +84,9 @@ CASES = [
     (["train", "model.depth=3", "model.width=[64,32]"], "a list needs one width per hidden layer"),
     (["train", "-m", "optimizer.lr=0.1", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
     (["eval", "checkpoint=x.pt", "split=train"], "split='train' is invalid: test or val"),
+    (["eval", "checkpoint=x.pt", "bins=0"], "bins=0 is invalid: an integer from 1 to 100: the equal-width"),
+    (["eval", "checkpoint=x.pt", "bins=ten"], "bins='ten' is invalid: an integer from 1 to 100"),
+    (["eval", "checkpoint=x.pt", "top_losses=1.5"], "top_losses=1.5 is invalid: an integer from 0 to 100"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["train", "trainer.device=cuda"], "no CUDA GPU is visible"))

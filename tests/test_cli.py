@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from dlcli.cli import main
+from dlcli.commands.eval import ACCEPTED
 
 
 def test_no_arguments_and_help_list_the_commands(capsys):
@@ -58,6 +59,8 @@ def test_eval_help_lists_only_what_eval_uses(dlcli):
     proc = dlcli("eval", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "checkpoint=PATH" in proc.stdout and "trainer.eval_batch_size" in proc.stdout
+    options = proc.stdout.partition("== Options ==")[2]
+    assert all(f"  {key}=" in options for key in ACCEPTED), options  # every key eval takes, bins=N too
     assert "optimizer" not in proc.stdout and "Configuration groups" not in proc.stdout
 
 

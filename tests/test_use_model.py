@@ -1,4 +1,5 @@
-"""Using a trained model: `dlcli predict` on new inputs and `dlcli export` to ONNX and TorchScript."""
+"""Using a trained model: `dlcli predict` on new inputs, `dlcli export` to ONNX and TorchScript, and what
+`dlcli eval` shows of where it fails."""
 
 import csv
 import json
@@ -190,3 +191,67 @@ def test_export_never_replaces_another_kind_of_file(lenet, dlcli, tmp_path):
     assert (tmp_path / "notes.onnx").read_text() == "my notes"
     proc = dlcli("export", f"checkpoint={best}", "format=tflite")
     assert proc.returncode == 2 and "format='tflite' is invalid: onnx or torchscript" in proc.stderr, proc.stderr
+
+
+def mann_whitney_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AUC as the rank statistic: (rank sum of the positives − its least value) / (n+ · n−), tied
+    scores sharing their mean rank."""
+    values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based ranks of each run of equal scores
+    ranks = mean_rank[inverse]
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binned_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    confidence, right = probabilities.max(1), probabilities.argmax(1) == labels
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = ((confidence > lo) | (b == 0)) & (confidence <= hi)  # (lo, hi], the first with 0
+        if inside.any():
+            total += inside.sum() / len(labels) * abs(right[inside].mean() - confidence[inside].mean())
+    return total
+
+
+@pytest.mark.slow
+def test_eval_shows_where_the_model_fails_and_its_auc_and_ece_match_a_computation_of_their_own(
+    lenet, mnist_root, dlcli, tmp_path
+):
+    from dlcli.inputs import restore
+
+    _, best, summary = lenet
+    proc = dlcli("eval", f"checkpoint={best}", "top_losses=12", "hydra.run.dir=ev")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    for picture in ("roc.png", "precision_recall.png", "reliability.png", "top_losses.png"):
+        assert (tmp_path / "ev" / picture).read_bytes()[:4] == b"\x89PNG", picture
+    assert report["acc"] == summary["test_acc"] and report["ece_bins"] == 15
+
+    images, labels = mnist_test_images(mnist_root)
+    model = restore(best, []).model
+    with torch.inference_mode():
+        logits = torch.cat(
+            [model(torch.from_numpy(images[i : i + 2000, None] / 255).float()) for i in range(0, 10_000, 2000)]
+        )
+    probabilities = logits.double().softmax(1).numpy()
+    auc = [mann_whitney_auc(probabilities[:, k], labels == k) for k in range(10)]
+    assert report["roc_auc"] == pytest.approx(auc, abs=1e-6)
+    assert report["roc_auc_macro"] == pytest.approx(np.mean(auc), abs=1e-6)
+    assert report["ece"] == pytest.approx(binned_ece(probabilities, labels, 15), abs=1e-6)
+    assert 0.99 < report["roc_auc_macro"] < 1 and 0 < report["ece"] < 0.05  # measured: 0.9996 and 0.0074
+
+    confusion = np.array(report["confusion"])
+    precision = confusion.diagonal() / confusion.sum(0)
+    recall = confusion.diagonal() / confusion.sum(1)
+    assert report["per_class_precision"] == pytest.approx(precision)
+    assert report["per_class_recall"] == pytest.approx(recall)
+    assert report["f1_macro"] == pytest.approx(np.mean(2 * precision * recall / (precision + recall)))
+    assert 0.98 < report["average_precision_macro"] == pytest.approx(np.mean(report["average_precision"]))
+    off = confusion - np.diag(confusion.diagonal())
+    worst = report["confused_pairs"][0]
+    assert worst["count"] == off.max() and off[int(worst["true"]), int(worst["predicted"])] == off.max()
+    assert [p["count"] for p in report["confused_pairs"]] == np.sort(off, axis=None)[::-1][:10].tolist()
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in proc.stdout.splitlines()]
+    assert [worst["true"], worst["predicted"], str(worst["count"])] in [row[:3] for row in rows]
+    assert "macro ROC AUC" in proc.stdout and "precision" in proc.stdout

@@ -33,7 +33,18 @@ def main(cfg: DictConfig) -> dict:
 
 
 # what eval reads from its command line; everything else comes from the checkpoint
-ACCEPTED = ("checkpoint", "split", "allow", "data.root", "trainer.device", "trainer.eval_batch_size")
+ACCEPTED = (
+    "checkpoint",
+    "split",
+    "allow",
+    "data.root",
+    "trainer.device",
+    "trainer.eval_batch_size",
+    "bins",
+    "top_losses",
+)
+# the largest off-diagonal cells of the confusion matrix that eval.json and the printout name
+CONFUSED_PAIRS = 10
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
@@ -47,6 +58,18 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if unused:  # e.g. +model=alexnet: evaluating the checkpoint's model anyway would mislead
         raise ConfigError(unused_key_message(unused[0]))
     require(cfg.split in ("test", "val"), "split", cfg.split, "test or val")
+    require(
+        whole(cfg.bins) and 1 <= cfg.bins <= 100,
+        "bins",
+        cfg.bins,
+        "an integer from 1 to 100: the equal-width confidence bins of ece and reliability.png",
+    )
+    require(
+        whole(cfg.top_losses) and 0 <= cfg.top_losses <= 100,
+        "top_losses",
+        cfg.top_losses,
+        "an integer from 0 to 100: how many of the highest-loss images top_losses.png shows (0: none)",
+    )
     path = existing_checkpoint(cfg.checkpoint, "checkpoint")  # before importing torch: a typo answers at once
 
     import torch
@@ -75,6 +98,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     data = load_data(settings.data, t.seed, t.val_fraction, device)
     model, data = on_device(settings.model, data, device, t.channels_last)  # laid out as in training: same numbers
     load_weights(model, state, path)
+    kept = []
     result = evaluate(
         model,
         data,
@@ -82,7 +106,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         build_loss(settings.loss, data.train.y, data.num_classes),
         t.eval_batch_size,
         lambda: autocast(t.precision, device),
+        keep=lambda z, y: kept.append((z.float(), y)),
     )
+    # in float64: float32's softmax rounds a confident sample's probability to exactly 1, tying it with others
+    log_probabilities = torch.cat([z for z, _ in kept]).cpu().double().log_softmax(1).numpy()
+    labels = torch.cat([y for _, y in kept]).cpu().numpy()
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     report = {
@@ -94,9 +122,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "loss": result["loss"],
         "acc": result["acc"],
         "n": result["n"],
-        # recall per class, and its mean: what accuracy hides when the classes are imbalanced
-        "per_class_recall": per_class_recall(result["confusion"]),
-        "balanced_acc": balanced_accuracy(result["confusion"]),
+        **confusion_metrics(result["confusion"], data.classes),
+        **probability_metrics(log_probabilities, labels, cfg.bins),
         "classes": list(data.classes),
         "confusion": result["confusion"],
         "device": str(device),
@@ -107,6 +134,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     write_json(run_dir / "eval.json", report)
     print_report(report)
     draw_pictures(model, data, cfg.split, report, run_dir)
+    draw_failures(data, cfg.split, report, log_probabilities, labels, cfg, run_dir)
     log.info(f"wrote {run_dir / 'eval.json'}")
     return report
 
@@ -147,15 +175,91 @@ def draw_pictures(model, data, split: str, report: dict, run_dir: Path) -> list[
     return drawn
 
 
-def per_class_recall(confusion: list[list[int]]) -> list[float]:
-    """Of each class's samples, the fraction predicted as that class (0 for a class with none)."""
-    return [row[i] / sum(row) if sum(row) else 0.0 for i, row in enumerate(confusion)]
+def whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def balanced_accuracy(confusion: list[list[int]]) -> float:
-    """The mean recall over the classes the split holds."""
-    recalls = [row[i] / sum(row) for i, row in enumerate(confusion) if sum(row)]
-    return sum(recalls) / len(recalls) if recalls else 0.0
+def confusion_metrics(confusion: list[list[int]], classes: tuple[str, ...]) -> dict:
+    """What the counts tell per class: precision, recall (and its mean, balanced accuracy: what plain
+    accuracy hides when the classes are imbalanced), F1, and the pairs of classes mixed up most."""
+    from dlcli import metrics  # NumPy, as torch brings it: not before the arguments are checked
+
+    return {
+        "per_class_precision": metrics.per_class_precision(confusion),
+        "per_class_recall": metrics.per_class_recall(confusion),
+        "per_class_f1": metrics.per_class_f1(confusion),
+        "balanced_acc": metrics.balanced_accuracy(confusion),
+        "f1_macro": metrics.f1_macro(confusion),
+        "confused_pairs": [
+            {"true": classes[i], "predicted": classes[j], "count": count}
+            for i, j, count in metrics.confused_pairs(confusion, CONFUSED_PAIRS)
+        ],
+    }
+
+
+def probability_metrics(log_probabilities, labels, bins: int) -> dict:
+    """How well the probabilities (N × classes NumPy log-probabilities) rank each class above the rest
+    (ROC AUC, average precision; null for a class the split lacks) and how far the top probability
+    is from the accuracy (ECE)."""
+    import numpy as np
+
+    from dlcli import metrics
+
+    probabilities = np.exp(log_probabilities)
+    auc = metrics.one_vs_rest(metrics.roc_auc, probabilities, labels)
+    precision = metrics.one_vs_rest(metrics.average_precision, probabilities, labels)
+    return {
+        "roc_auc": auc,
+        "roc_auc_macro": metrics.macro_mean(auc),
+        "average_precision": precision,
+        "average_precision_macro": metrics.macro_mean(precision),
+        "ece": metrics.expected_calibration_error(probabilities.max(1), probabilities.argmax(1) == labels, bins),
+        "ece_bins": bins,
+    }
+
+
+def draw_failures(
+    data, split: str, report: dict, log_probabilities, labels, cfg: DictConfig, run_dir: Path
+) -> list[Path]:
+    """roc.png, precision_recall.png, reliability.png; top_losses.png for images."""
+    import numpy as np
+    import torch
+
+    from dlcli import metrics
+
+    probabilities = np.exp(log_probabilities)
+    heading = f"{report['model']} on {report['data']} ({split})"
+    classes = report["classes"]
+    drawn = [
+        plots.roc_curves(probabilities, labels, classes, report["roc_auc"], run_dir / "roc.png", heading),
+        plots.precision_recall_curves(
+            probabilities, labels, classes, report["average_precision"], run_dir / "precision_recall.png", heading
+        ),
+        plots.reliability(
+            metrics.calibration_bins(probabilities.max(1), probabilities.argmax(1) == labels, cfg.bins),
+            report["ece"],
+            run_dir / "reliability.png",
+            heading,
+        ),
+    ]
+    samples = data.split(split)
+    if cfg.top_losses and samples.x.dtype == torch.uint8 and samples.x.dim() == 4:
+        # the cross-entropy of the true class, whatever loss trained the model: the confidently wrong first
+        losses = -log_probabilities[np.arange(len(labels)), labels]
+        worst = np.argsort(-losses, kind="stable")[: cfg.top_losses]
+        images = torch.cat([samples.take(int(i), int(i) + 1).cpu() for i in worst])
+        predicted = probabilities[worst].argmax(1)
+        drawn.append(
+            plots.top_losses(
+                images,
+                [classes[c] for c in labels[worst]],
+                [classes[c] for c in predicted],
+                probabilities[worst, predicted],
+                run_dir / "top_losses.png",
+                f"{heading}: the {len(worst)} highest-loss images",
+            )
+        )
+    return drawn
 
 
 def print_report(report: dict) -> None:
@@ -170,19 +274,60 @@ def print_report(report: dict) -> None:
         f"epoch {report['epoch']})"
     )
     head = Table()
-    head.add_column("loss", justify="right")
-    head.add_column("accuracy", justify="right")
-    head.add_column("balanced accuracy", justify="right")
-    head.add_row(f"{report['loss']:.4f}", f"{report['acc']:.2%}", f"{report['balanced_acc']:.2%}")
+    for name in ("loss", "accuracy", "balanced accuracy", "macro F1", "macro ROC AUC", "ECE"):
+        head.add_column(name, justify="right")
+    head.add_row(
+        f"{report['loss']:.4f}",
+        f"{report['acc']:.2%}",
+        f"{report['balanced_acc']:.2%}",
+        f"{report['f1_macro']:.4f}",
+        number(report["roc_auc_macro"]),
+        f"{report['ece']:.4f}",
+    )
     console.print(head)
 
     classes = report["classes"]
+    names = [f"{i} {name}" if name != str(i) else name for i, name in enumerate(classes)]
+    per_class = Table(title="per class (ROC AUC, average precision: the class against the rest)")
+    per_class.add_column("class")
+    for name in ("precision", "recall", "F1", "ROC AUC", "average precision"):
+        per_class.add_column(name, justify="right")
+    for i, name in enumerate(names):
+        per_class.add_row(
+            name,
+            f"{report['per_class_precision'][i]:.1%}",
+            f"{report['per_class_recall'][i]:.1%}",
+            f"{report['per_class_f1'][i]:.4f}",
+            number(report["roc_auc"][i]),
+            number(report["average_precision"][i]),
+        )
+    console.print(per_class)
+
     matrix = Table(title="confusion matrix (rows: true class, columns: predicted)")
     matrix.add_column("class")
-    matrix.add_column("recall", justify="right")
     for i in range(len(classes)):
         matrix.add_column(str(i), justify="right")
-    for i, (name, row) in enumerate(zip(classes, report["confusion"])):
+    for i, (name, row) in enumerate(zip(names, report["confusion"])):
         cells = [f"[bold]{v}[/bold]" if j == i else (str(v) if v else "·") for j, v in enumerate(row)]
-        matrix.add_row(f"{i} {name}" if name != str(i) else name, f"{report['per_class_recall'][i]:.1%}", *cells)
+        matrix.add_row(name, *cells)
     console.print(matrix)
+
+    if report["confused_pairs"]:
+        pairs = Table(title="most confused (true class predicted as another)")
+        for name, justify in (
+            ("true", "left"),
+            ("predicted", "left"),
+            ("count", "right"),
+            ("of the true class", "right"),
+        ):
+            pairs.add_column(name, justify=justify)
+        totals = {name: sum(row) for name, row in zip(classes, report["confusion"])}
+        for pair in report["confused_pairs"]:
+            share = pair["count"] / totals[pair["true"]]
+            pairs.add_row(pair["true"], pair["predicted"], str(pair["count"]), f"{share:.1%}")
+        console.print(pairs)
+
+
+def number(value: float | None) -> str:
+    """A metric that may be undefined (None: no samples of the class) as the table shows it."""
+    return "n/a" if value is None else f"{value:.4f}"
