@@ -150,8 +150,10 @@ def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
 
 
 def settings(job: Job) -> dict[str, str]:
-    """The job's overrides as key -> value text, exactly as given."""
-    return {key: value for key, _, value in (item.partition("=") for item in job.overrides.split())}
+    """The job's overrides as key -> value text, exactly as given; not trainer.resume, which a sweep
+    continued with trainer.resume=auto adds to some jobs and not others, and which changes no result."""
+    given = (item.partition("=") for item in job.overrides.split())
+    return {key: value for key, _, value in given if key != "trainer.resume"}
 
 
 def override_keys(jobs: list[Job]) -> list[str]:

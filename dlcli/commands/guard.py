@@ -137,6 +137,69 @@ def _record_failure(run_dir: Path, status: str, reason: str) -> None:
         pass  # the disk that failed the run fails this too; the error line has been given
 
 
+def kept_job(folder: Path, overrides: list[str]) -> str | None:
+    """Why a sweep run again with trainer.resume=auto leaves a job's folder as it is: "finished" (its
+    run ended ok), "other" (it holds the run of other overrides: the sweep is not the one that was
+    started there). None: the job runs in it, new or resumed from its last checkpoint."""
+    try:
+        with open_regular(folder / ".hydra" / "overrides.yaml") as f:
+            theirs = yaml.safe_load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, yaml.YAMLError):
+        return "other"
+    if not isinstance(theirs, list) or _but_resume(theirs) != _but_resume(overrides):
+        return "other"
+    try:
+        with open_regular(folder / "summary.json") as f:
+            finished = json.load(f).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        finished = False
+    return "finished" if finished else None
+
+
+def _but_resume(overrides: list) -> list:
+    return [o for o in map(str, overrides) if not o.startswith("trainer.resume=")]
+
+
+def job_files(*, _root_: Any) -> str | None:
+    """hydra.output_subdir of dlcli train: .hydra, or None for a job whose folder kept_job keeps, so
+    that Hydra writes none of its files there before the job starts (its callbacks come after)."""
+    if OmegaConf.select(_root_, "hydra.mode") != RunMode.MULTIRUN:
+        return ".hydra"
+    folder = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
+    if not folder or OmegaConf.select(_root_, "trainer.resume", default=None) != "auto":
+        return ".hydra"
+    overrides = list(OmegaConf.select(_root_, "hydra.overrides.task", default=[]) or [])
+    return None if kept_job(Path(folder), overrides) else ".hydra"
+
+
+OmegaConf.register_new_resolver("dlcli_job_files", job_files, replace=True)
+
+
+def keep_job(cfg: Any) -> float | None:
+    """For a job job_files kept: its finished run's result (best_val_acc, what the sweep compares),
+    or NaN with one line for a folder holding another job's run; said on the console only, since
+    Hydra's log file for the job is the one in that folder. None: the job is to run."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN or hydra.output_subdir is not None:
+        return None
+    folder = Path(hydra.runtime.output_dir)
+    task = list(hydra.overrides.task)
+    if kept_job(folder, task) == "finished":
+        with open_regular(folder / "summary.json") as f:
+            result = float(json.load(f)["best_val_acc"])
+        print(f"job {hydra.job.num} ({' '.join(_but_resume(task))}) finished before: {folder} is kept as it was")
+        return result
+    print(
+        f"dlcli: error: job {hydra.job.num}: {folder} holds the run of other overrides; a sweep continued with "
+        "trainer.resume=auto repeats the command that started it, with trainer.resume=auto added; left as it was",
+        file=sys.stderr,
+        flush=True,
+    )
+    return float("nan")
+
+
 class RunFolder(Callback):
     """Hydra callback: a run holds its folder (files.hold) before Hydra writes anything there.
 
@@ -154,7 +217,9 @@ class RunFolder(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(os.path.abspath(str(config.hydra.sweep.dir)))
-        self._take(config, folder, "hydra.sweep.dir", False, False)
+        resumes = "resume" in (OmegaConf.select(config, "trainer") or {})
+        continues = OmegaConf.select(config, "trainer.resume", default=None) == "auto"
+        self._take(config, folder, "hydra.sweep.dir", resumes, continues)
 
     @staticmethod
     def _take(config: Any, folder: Path, option: str, resumes: bool, continues: bool) -> None:
@@ -197,7 +262,7 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
     A new run or sweep writes only into a folder that is new or empty (dlcli's lock file aside), so it
     never overwrites or mixes with files it did not make; a run may also continue the dlcli run in its
     folder (`continues`: trainer.resume=auto, or a checkpoint inside it). `resumes`: the command takes
-    trainer.resume. A resumed sweep would be one more case here.
+    trainer.resume; a sweep may continue the sweep in its folder with trainer.resume=auto.
     """
     try:
         names = sorted(entry.name for entry in folder.iterdir() if entry.name != ".lock")
@@ -211,10 +276,13 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
     held = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     instead = f"write elsewhere with another {option} (or leave it out)"
     if option == "hydra.sweep.dir":
-        what = "a sweep" if (folder / "multirun.yaml").is_file() else "files"
+        sweep = (folder / "multirun.yaml").is_file()
+        if sweep and continues:  # trainer.resume=auto: each job's folder is kept, resumed or new (kept_job)
+            return None
+        resume = ", or continue that sweep with trainer.resume=auto" if sweep and resumes else ""
         return (
-            f"{folder} already holds {what} ({held}), which a new sweep could overwrite: a sweep writes only "
-            f"into a new or empty folder; {instead}"
+            f"{folder} already holds {'a sweep' if sweep else 'files'} ({held}), which a new sweep could "
+            f"overwrite: a sweep writes only into a new or empty folder; {instead}{resume}"
         )
     if is_run:
         resume = ", or continue that run with trainer.resume=auto" if resumes else ""

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dlcli.commands.guard import run_guarded
+from dlcli.commands.guard import keep_job, run_guarded
 from dlcli.data.builtin import check_sources
 from dlcli.distributed import join, launch, place
 from dlcli.errors import ConfigError, Interrupted
@@ -38,7 +38,8 @@ log = logging.getLogger("dlcli")
 
 @hydra.main(version_base="1.3", config_path="pkg://dlcli.configs", config_name="train")
 def main(cfg: DictConfig) -> float:
-    return run_guarded(train, cfg)
+    kept = keep_job(cfg)  # a sweep job that trainer.resume=auto finds finished: its result, its folder untouched
+    return run_guarded(train, cfg) if kept is None else kept
 
 
 def train(cfg: DictConfig) -> float:
