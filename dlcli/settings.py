@@ -789,6 +789,7 @@ class TrainerSettings:
     compile: bool = False  # torch.compile the model (pays a compile once, then runs faster kernels)
     channels_last: bool = True  # NHWC memory layout for CNNs on CUDA (faster convolutions on tensor cores)
     diagnostics: bool = False  # per layer and epoch: gradient and weight norms, update ratio, dead units
+    profile: bool = False  # a torch.profiler trace of a few steps after warm-up, and its top operators
     devices: int = 1  # processes to train in (data parallel): one per GPU, or CPU processes with device=cpu
     dist_timeout: float = 300.0  # seconds that processes of a multi-process run wait for each other
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)

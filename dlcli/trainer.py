@@ -87,6 +87,7 @@ class Trainer:
     tracked: dict | None = None  # {target, id} of the tracked run, kept in checkpoints for a resume to continue
     average: Average | None = None  # trainer.ema or trainer.swa: the averaged weights
     mix: Any = None  # data.mixup / data.cutmix: (images, labels) -> (mixed images, soft labels), per batch
+    profile: Any = None  # trainer.profile: a StepProfile, told of every optimizer step
 
     def __post_init__(self) -> None:
         device = self.data.train.y.device
@@ -248,6 +249,8 @@ class Trainer:
                 self.average.after_step(bare(self.model))
             if self.average is None or not self.average.sets_lr(epoch):
                 self.schedule.after_step()
+            if self.profile is not None:
+                self.profile.step()
             p.step += 1
             if self.startup_seconds is None:
                 self.startup_seconds = process_age()

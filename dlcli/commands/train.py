@@ -81,6 +81,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     from dlcli.losses import build_loss
     from dlcli.models import count_parameters, on_device
     from dlcli.optim import build_optimizer, build_schedule
+    from dlcli.profiling import StepProfile
     from dlcli.regularization import build_penalty
     from dlcli.trainer import Progress, Trainer, evaluate
 
@@ -162,6 +163,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
         logger=logger,
         tracked=start_tracking(logger, settings.logger, run_dir, config, resume_state, progress.epoch),
         average=build_average(t, model, optimizer),
+        profile=StepProfile(run_dir, device) if t.profile and world.main else None,
         mix=mix,
     )
     if resume_state is not None:
@@ -178,6 +180,8 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     with finishing(logger):  # a failed or interrupted run is marked so in the tracker
         try:
             progress = trainer.fit()
+            if trainer.profile is not None:
+                trainer.profile.stop()  # a run shorter than the profiled steps still gets its trace
         except Interrupted as stop:
             raise Interrupted(stop.signum, stop.epoch, stop.step, resume) from None
         except RuntimeError as exc:
