@@ -288,19 +288,24 @@ def long_labels(labels: list[str]) -> bool:
     return max(map(len, labels), default=0) > 3
 
 
+def _grid(plt, n: int, cell: tuple[float, float]):
+    """A figure of n small pictures, 8 to a row (inches per picture: `cell`), its axes bare and flat."""
+    cols = min(8, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols, cell[1] * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
 def conv_filters(weight, path: Path, title: str) -> Path:
     """The first convolution's kernels as a grid of small images (RGB when there are 3 input channels)."""
     plt = _pyplot()
 
     w = weight.detach().float().cpu()
     n = w.shape[0]
-    cols = min(8, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.6), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
+    fig, axes = _grid(plt, n, (1.2, 1.2))
+    for k, ax in enumerate(axes[:n]):
         kernel = w[k]
         if kernel.shape[0] == 3:  # show colour kernels as colours, each scaled to [0, 1]
             img = kernel.permute(1, 2, 0)
@@ -525,13 +530,8 @@ def top_losses(images, true: list[str], predicted: list[str], probability, path:
     plt = _pyplot()
 
     n = len(images)
-    cols = min(8, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows + 0.6), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
+    fig, axes = _grid(plt, n, (1.5, 1.75))
+    for k, ax in enumerate(axes[:n]):
         image = images[k]
         if image.shape[0] == 3:
             ax.imshow(image.permute(1, 2, 0).numpy())

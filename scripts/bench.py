@@ -387,6 +387,24 @@ def data_parallel(root: Path | None, device: str, rounds: int, tiny: bool) -> di
     return {"run": "dlcli train " + " ".join(args[1:]), "device": device, "rows": table}
 
 
+def alternating_epochs(trainers: dict[str, Trainer], rounds: int, dev: torch.device, then=None) -> dict[str, list]:
+    """Training images/s of each trainer's epoch, the trainers taking turns so that the machine's
+    noise hits them alike; round 0 warms the page cache and the allocator and is not counted.
+    `then(name, trainer)` runs after each counted epoch."""
+    rates = {name: [] for name in trainers}
+    for r in range(rounds + 1):
+        for name, trainer in trainers.items():
+            sync(dev)
+            start = time.perf_counter()
+            trainer.train_epoch(r + 1)
+            sync(dev)
+            if r:
+                rates[name].append(len(trainer.data.train) / (time.perf_counter() - start))
+                if then is not None:
+                    then(name, trainer)
+    return rates
+
+
 def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int, tiny: bool) -> dict:
     """data.storage=disk against memory, side by side: training images/s of LeNet-5 on MNIST (the
     page cache warm: each path trains a round before the timed ones; rounds alternate, the median
@@ -407,16 +425,7 @@ def storage(root: Path | None, device: str, batch: int, steps: int, rounds: int,
         data = load_data(spec, 0, 1 / 11, dev)
         torch.manual_seed(0)
         trainers[name] = sgd_trainer(build_model(MODELS["lenet"][0], data.input_shape, 10).to(dev), data, batch, steps)
-    rates = {"memory": [], "disk": []}
-    for r in range(rounds + 1):  # round 0 warms the page cache and the allocator
-        for name, trainer in trainers.items():
-            sync(dev)
-            start = time.perf_counter()
-            trainer.train_epoch(r + 1)
-            sync(dev)
-            if r:
-                rates[name].append(len(trainer.data.train) / (time.perf_counter() - start))
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med = {k: statistics.median(v) for k, v in alternating_epochs(trainers, rounds, dev).items()}
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("memory", "disk"):
@@ -474,22 +483,16 @@ def augmentation(root: Path | None, device: str, model: str, batch: int, steps: 
         torch.manual_seed(0)
         built = build_model(MODELS[model][0], data.input_shape, 10).to(dev)
         trainers[name] = sgd_trainer(built, data, batch, steps)
-    train = {name: [] for name in variants}
     alone = {name: [] for name in variants if name != "none"}
-    for r in range(rounds + 1):  # round 0 warms the allocator
-        for name, trainer in trainers.items():
-            sync(dev)
+
+    def transform_alone(name: str, trainer: Trainer) -> None:
+        if name in alone:
             start = time.perf_counter()
-            trainer.train_epoch(r + 1)
+            trainer.data.transform(trainer.data.train.x[:batch])
             sync(dev)
-            if r:
-                train[name].append(len(trainer.data.train) / (time.perf_counter() - start))
-            if r and name in alone:
-                x = trainer.data.train.x[:batch]
-                start = time.perf_counter()
-                trainer.data.transform(x)
-                sync(dev)
-                alone[name].append(batch / (time.perf_counter() - start))
+            alone[name].append(batch / (time.perf_counter() - start))
+
+    train = alternating_epochs(trainers, rounds, dev, then=transform_alone)
     med = {name: statistics.median(v) for name, v in train.items()}
     return {
         "training": f"{model} on Fashion-MNIST ({batch * steps} images), batch {batch}, {device}",

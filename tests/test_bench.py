@@ -41,21 +41,27 @@ def test_bench_tiny_writes_every_number(tmp_path, cache_dir):
     assert "dlcli/floor" in proc.stdout
 
 
-@pytest.mark.slow
-def test_bench_storage_tiny_measures_both_paths_and_the_build(tmp_path, cache_dir, mnist_root):
+def run_bench(tmp_path, cache_dir, data_root, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """bench.py --tiny with `args` on the real MNIST files, and the JSON it wrote."""
     import os
 
-    out = tmp_path / "storage.json"
+    out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--storage", "--tiny", "--json", str(out)],
+        [sys.executable, str(REPO / "scripts" / "bench.py"), *args, "--tiny", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "DLCLI_CACHE": str(cache_dir), "DLCLI_DATA": str(mnist_root)},
+        env={**os.environ, "DLCLI_CACHE": str(cache_dir), "DLCLI_DATA": str(data_root)},
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    s = json.loads(out.read_text())["storage"]
+    return proc, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_storage_tiny_measures_both_paths_and_the_build(tmp_path, cache_dir, mnist_root):
+    proc, result = run_bench(tmp_path, cache_dir, mnist_root, "--storage")
+    s = result["storage"]
     assert s["memory_images_per_s"] > 0 and s["disk_images_per_s"] > 0
     assert s["disk_over_memory"] == pytest.approx(s["disk_images_per_s"] / s["memory_images_per_s"], abs=2e-3)
     assert s["peak_rss_anon_mb"]["memory"] > 100 and s["peak_rss_anon_mb"]["disk"] > 100
@@ -65,20 +71,8 @@ def test_bench_storage_tiny_measures_both_paths_and_the_build(tmp_path, cache_di
 
 @pytest.mark.slow
 def test_bench_augment_tiny_times_each_policy_against_none(tmp_path, cache_dir, mnist_root):
-    import os
-
-    out = tmp_path / "augment.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--augment", "--models", "lenet", "--tiny"]
-        + ["--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "DLCLI_CACHE": str(cache_dir), "DLCLI_DATA": str(mnist_root)},
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    s = json.loads(out.read_text())["augmentation"]
+    proc, result = run_bench(tmp_path, cache_dir, mnist_root, "--augment", "--models", "lenet")
+    s = result["augmentation"]
     assert set(s["train_images_per_s"]) == {"none", "randaugment", "trivialaugment", "autoaugment", "erasing 0.25"}
     assert s["over_none"]["none"] == 1.0 and all(rate > 0 for rate in s["transform_images_per_s"].values())
     assert "data.policy and data.erasing, lenet on Fashion-MNIST" in proc.stdout
