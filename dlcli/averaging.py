@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
 
+from dlcli.errors import CheckpointError
 from dlcli.settings import TrainerSettings
 
 
@@ -29,21 +30,34 @@ class Average:
         (the averaged weights' own, which no training step has seen), over the whole training split."""
         if self.start is not None and epoch >= self.start:
             self.model.update_parameters(trained)
-            with torch.no_grad():  # the statistics only: no graph of the whole split's activations
-                update_bn(train_inputs(), self.model)
+            update_bn(train_inputs(), self.model)
 
     def holds(self, epoch: int) -> bool:
         """Whether the average is the model of `epoch` (SWA's starts at its first epoch)."""
         return self.start is None or epoch >= self.start
 
     def sets_lr(self, epoch: int) -> bool:
-        """Whether SWA's lr, not the run's scheduler, is the one epoch `epoch` trains at."""
+        """Whether SWA's lr, not the run's scheduler, is the one epoch `epoch` trains at: SWALR steps
+        as each such epoch begins."""
         return self.scheduler is not None and epoch >= self.start
 
+    @property
+    def kind(self) -> str:
+        return "ema" if self.start is None else "swa"
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "scheduler": self.scheduler and self.scheduler.state_dict()}
+        return {
+            "kind": self.kind,
+            "model": self.model.state_dict(),
+            "scheduler": self.scheduler and self.scheduler.state_dict(),
+        }
 
     def load_state_dict(self, saved: dict) -> None:
+        if saved.get("kind", "ema") != self.kind:
+            raise CheckpointError(
+                f"the checkpoint averages its weights by trainer.{saved.get('kind')}, not this run's "
+                f"trainer.{self.kind}; resume with the average it was trained with"
+            )
         self.model.load_state_dict(saved["model"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
@@ -55,6 +69,9 @@ def build_average(t: TrainerSettings, model: nn.Module, optimizer: torch.optim.O
         # use_buffers: BatchNorm's running statistics are averaged alike, so they match the weights
         return Average(AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema.decay), use_buffers=True))
     if t.swa.start is not None:
+        planned = [group["lr"] for group in optimizer.param_groups]
         swalr = SWALR(optimizer, swa_lr=float(t.swa.lr), anneal_epochs=t.swa.anneal_epochs)
+        for group, lr in zip(optimizer.param_groups, planned):  # SWALR sets its first lr at once (anneal_epochs=0):
+            group["lr"] = lr  # the epochs before trainer.swa.start train at the run's own
         return Average(AveragedModel(model), start=t.swa.start, scheduler=swalr)
     return None

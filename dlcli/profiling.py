@@ -32,7 +32,7 @@ class StepProfile:
             on_trace_ready=self._ready,
         )
         self.profiler.start()
-        self.stopped = False
+        self.stopped, self.steps = False, 0
 
     def _ready(self, prof) -> None:
         tensorboard_trace_handler(str(self.folder))(prof)
@@ -41,9 +41,18 @@ class StepProfile:
 
     def step(self) -> None:
         if not self.stopped:
+            self.steps += 1
             self.profiler.step()
 
     def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.profiler.stop()
+        """End the profile however the run ended; a run that stopped inside the recorded window
+        gets the trace of the steps recorded so far, one that never reached it gets a line saying so."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.profiler.stop()
+        if self.steps <= WAIT + WARMUP:
+            log.warning(
+                f"trainer.profile: the run took {self.steps} optimizer steps, and the profile skips {WAIT} and "
+                f"warms up over {WARMUP} before it records: no trace; train longer (more data or epochs)"
+            )

@@ -118,6 +118,8 @@ class Trainer:
                     log.info(f"early stopping after epoch {self.progress.epoch}: {self.progress.stop_reason}")
                     break
                 started = time.perf_counter()
+                if self.average is not None and self.average.sets_lr(epoch) and self.progress.in_epoch is None:
+                    self.average.scheduler.step()  # not again in an epoch resumed halfway: its checkpoint has it
                 train_loss, train_acc, trained = self.train_epoch(epoch)
                 train_seconds = time.perf_counter() - started  # the epoch's last window read synced the device
                 if self.flow is not None:
@@ -127,9 +129,7 @@ class Trainer:
                 val = evaluate(
                     self.network(epoch), self.data, "val", self.loss_fn, s.eval_batch_size, self.autocast, self.world
                 )
-                if self.average is not None and self.average.sets_lr(epoch + 1):
-                    self.average.scheduler.step()
-                else:
+                if self.average is None or not self.average.sets_lr(epoch):
                     self.schedule.after_epoch(val["loss"])
                 seconds = time.perf_counter() - started
                 row = {
@@ -327,8 +327,11 @@ class Trainer:
         """The optimizer, schedule, scaler and random generators as the checkpoint left them (where the
         run stood, its Progress, is given at construction)."""
         load_optimizer_state(self.optimizer_target, self.optimizer, state["optimizer"])
-        if self.average is not None and "average" in state:
-            self.average.load_state_dict(state["average"])
+        if self.average is not None:  # checkpoints before SWA kept the EMA alone, as "ema"
+            legacy = {"kind": "ema", "model": state["ema"], "scheduler": None} if "ema" in state else None
+            saved = state.get("average", legacy)
+            if saved is not None:
+                self.average.load_state_dict(saved)
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

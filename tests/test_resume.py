@@ -222,10 +222,11 @@ def test_swa_averages_each_epoch_from_its_start_at_its_own_lr(dlcli, tmp_path):
     import torch
 
     args = [*FAST_TOY, "trainer.epochs=3", "model.batch_norm=true", "trainer.swa.start=2", "trainer.swa.lr=0.01"]
-    proc = dlcli("train", *args, "hydra.run.dir=run")
+    proc = dlcli("train", *args, "trainer.swa.anneal_epochs=0", "hydra.run.dir=run")
     assert proc.returncode == 0, proc.stderr
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert [row["lr"] for row in rows] == [0.01, 0.01, 0.01]  # from the end of epoch 1: epochs 2 and 3 train at it
+    # epoch 1 at the run's own cosine from optimizer.lr (AdamW's 0.002), epochs 2 and 3 at trainer.swa.lr
+    assert rows[0]["lr"] < 0.002 and [row["lr"] for row in rows[1:]] == [0.01, 0.01]
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert int(last["average"]["model"]["n_averaged"]) == 2  # epochs 2 and 3
     mean = "hidden.0.norm.running_mean"

@@ -120,5 +120,14 @@ def test_a_sweep_into_a_sweep_s_folder_is_refused_unless_it_continues_it(dlcli, 
     )
     before = {job: snapshot(tmp_path / "sweep" / job) for job in "01"}
     other = dlcli("train", "-m", "trainer.seed=5,1", *args[2:], "hydra.sweep.dir=sweep", "trainer.resume=auto")
-    assert "job 0: " in other.stderr and "holds the run of other overrides" in other.stderr
+    assert other.returncode == 1 and "job 0: " in other.stderr and "holds the run of other overrides" in other.stderr
+    assert "1 job(s) refused" in other.stderr
     assert {job: snapshot(tmp_path / "sweep" / job) for job in "01"} == before  # 0 holds another job, 1 finished
+
+
+def test_an_optuna_study_is_not_continued_but_said_so(dlcli, tmp_path):
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=1", "trainer.epochs=1", "data.n_samples=300"]
+    assert_one_line_error(
+        dlcli("train", *args, "hydra.sweep.dir=sweep", "trainer.resume=auto"),
+        "trainer.resume=auto continues sweeps of the basic sweeper, not an Optuna study",
+    )

@@ -44,6 +44,8 @@ def run_guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
         # a single run's folder is held by RunFolder, before Hydra writes; of several processes, by rank 0
         if multirun and hydra.output_subdir is not None and rank() == 0:
             hold(run_dir, "hydra.sweep.dir")
+            if OmegaConf.select(cfg, "trainer.resume", default=None) == "auto":  # a killed job's half-written files
+                remove_temporaries(run_dir, CHECKPOINTS)
         return task(cfg)
     except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM (interrupts.Terminated), outside training's own stop
         _say(interrupts.interrupted_line(interrupts.signum_of(stop)))
@@ -165,7 +167,10 @@ def _but_resume(overrides: list) -> list:
 def job_files(*, _root_: Any) -> str | None:
     """hydra.output_subdir of dlcli train: .hydra, or None for a job whose folder kept_job keeps, so
     that Hydra writes none of its files there before the job starts (its callbacks come after)."""
-    if OmegaConf.select(_root_, "hydra.mode") != RunMode.MULTIRUN:
+    if (
+        OmegaConf.select(_root_, "hydra.mode") != RunMode.MULTIRUN
+        or OmegaConf.select(_root_, "hydra.job.name") != "train"
+    ):
         return ".hydra"
     folder = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
     if not folder or OmegaConf.select(_root_, "trainer.resume", default=None) != "auto":
@@ -182,22 +187,29 @@ def keep_job(cfg: Any) -> float | None:
     or NaN with one line for a folder holding another job's run; said on the console only, since
     Hydra's log file for the job is the one in that folder. None: the job is to run."""
     hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN or hydra.output_subdir is not None:
+    if hydra.mode != RunMode.MULTIRUN or OmegaConf.select(cfg, "trainer.resume", default=None) != "auto":
         return None
     folder = Path(hydra.runtime.output_dir)
     task = list(hydra.overrides.task)
-    if kept_job(folder, task) == "finished":
+    why = kept_job(folder, task)
+    if why is None:
+        return None
+    if why == "finished":
         with open_regular(folder / "summary.json") as f:
             result = float(json.load(f)["best_val_acc"])
         print(f"job {hydra.job.num} ({' '.join(_but_resume(task))}) finished before: {folder} is kept as it was")
         return result
-    print(
-        f"dlcli: error: job {hydra.job.num}: {folder} holds the run of other overrides; a sweep continued with "
-        "trainer.resume=auto repeats the command that started it, with trainer.resume=auto added; left as it was",
-        file=sys.stderr,
-        flush=True,
+    line = (
+        f"job {hydra.job.num}: {folder} holds the run of other overrides; a sweep continued with "
+        "trainer.resume=auto repeats the command that started it, with trainer.resume=auto added; left as it was"
     )
+    print(f"dlcli: error: {line}", file=sys.stderr, flush=True)
+    with open(Path(hydra.sweep.dir) / REFUSED, "a") as f:  # the sweep's summary counts them (SweepSummary)
+        f.write(line + "\n")
     return float("nan")
+
+
+REFUSED = "refused_jobs.txt"  # in the sweep folder: the jobs keep_job refused, for the summary to count
 
 
 class RunFolder(Callback):
@@ -217,8 +229,17 @@ class RunFolder(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(os.path.abspath(str(config.hydra.sweep.dir)))
-        resumes = "resume" in (OmegaConf.select(config, "trainer") or {})
-        continues = OmegaConf.select(config, "trainer.resume", default=None) == "auto"
+        train = config.hydra.job.name == "train"  # the one command whose jobs a continued sweep keeps
+        resumes = train and "resume" in (OmegaConf.select(config, "trainer") or {})
+        continues = resumes and OmegaConf.select(config, "trainer.resume", default=None) == "auto"
+        if continues and _sweeper_takes_failures_as_exceptions(config.hydra):
+            print(
+                "dlcli: error: trainer.resume=auto continues sweeps of the basic sweeper, not an Optuna study "
+                "(whose trials it cannot store here); run the study again into a new hydra.sweep.dir",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(ConfigError.exit_code)
         self._take(config, folder, "hydra.sweep.dir", resumes, continues)
 
     @staticmethod

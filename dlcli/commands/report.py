@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from dlcli.commands.guard import REFUSED
 from dlcli.errors import DlcliError
 from dlcli.sweeps import METRICS, summarize
 
@@ -38,6 +39,17 @@ class SweepSummary(Callback):
         except DlcliError as exc:
             print(f"dlcli: error: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
+        refused = sweep_dir / REFUSED  # jobs of a continued sweep whose folders hold other jobs' runs
+        if refused.is_file():
+            lines = refused.read_text().splitlines()
+            refused.unlink()
+            print(
+                f"dlcli: error: {len(lines)} job(s) refused: their folders hold other overrides' runs (kept, and "
+                f"in the table above as they were); {lines[0]}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(1)
         failed = [j for j in jobs if j.status not in ("ok", "running")]
         if failed:
             print(f"dlcli: error: {len(failed)} of {len(jobs)} jobs failed", file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ With trainer.devices=N, or under torchrun, the same run_training runs in every p
 (dlcli.distributed); rank 0 writes the files.
 """
 
+import copy
 import dataclasses
 import logging
 import random
@@ -107,6 +108,10 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     model, data = on_device(settings.model, data, device, settings.trainer.channels_last)
     if resume_state is not None:  # an averaged run's checkpoint keeps the trained weights beside the average
         load_weights(model, {**resume_state, "model": resume_state.get("trained", resume_state["model"])}, resume_path)
+    loss_fn = build_loss(settings.loss, data.train.y, data.num_classes)
+    found_lr = kwargs_of(settings.optimizer).get("lr") == "auto"
+    if found_lr:  # before the processes' models are joined: the test trains a plain copy in each alike
+        settings, config = _with_found_lr(settings, config, model, data, loss_fn, resume_state, run_dir, world)
     network = model
     if world.size > 1:
         if device.type == "cuda":  # batch statistics over the global batch, as one process would take them
@@ -115,10 +120,6 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
             model, device_ids=[device] if device.type == "cuda" else None
         )
         torch.manual_seed(t.seed + world.rank)  # dropout: other draws in each process
-    loss_fn = build_loss(settings.loss, data.train.y, data.num_classes)
-    found_lr = kwargs_of(settings.optimizer).get("lr") == "auto"
-    if found_lr:
-        settings, config = _with_found_lr(settings, config, model, data, loss_fn, resume_state, run_dir, world)
     optimizer = build_optimizer(settings.optimizer, model, device)
     steps_per_epoch = batches_per_epoch(len(data.train), t.batch_size, world.size)
     penalty = build_penalty(settings.regularization, model)
@@ -180,8 +181,6 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     with finishing(logger):  # a failed or interrupted run is marked so in the tracker
         try:
             progress = trainer.fit()
-            if trainer.profile is not None:
-                trainer.profile.stop()  # a run shorter than the profiled steps still gets its trace
         except Interrupted as stop:
             raise Interrupted(stop.signum, stop.epoch, stop.step, resume) from None
         except RuntimeError as exc:
@@ -194,6 +193,9 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
                     "process (trainer.devices=1)"
                 ) from None
             raise
+        finally:
+            if trainer.profile is not None:  # the profiler leaves with the run, whichever way it ends
+                trainer.profile.stop()
 
         world.barrier()  # rank 0 has written best.pt
         best_path = trainer.checkpoint_dir / BEST
@@ -246,23 +248,32 @@ def _with_found_lr(settings, config, model, data, loss_fn, resume_state, run_dir
     """optimizer.lr=auto: the range test's suggestion (dlcli lr-find), run on a copy of the model
     under a forked generator, so training starts from the weights and draws it would have had;
     a resumed run takes the lr its checkpoint found."""
-    import copy
-
     import torch
 
+    from dlcli.errors import CheckpointError, DivergedError
     from dlcli.lr_find import find_and_record
     from dlcli.optim import with_lr
 
     if resume_state is not None:
-        lr = float(resume_state["config"]["optimizer"]["lr"])
+        lr = resume_state["config"].get("optimizer", {}).get("lr")
+        if not isinstance(lr, (int, float)):
+            raise CheckpointError(
+                f"optimizer.lr=auto resumes with the lr its checkpoint found, and this one has none ({lr!r}); "
+                "resume with the optimizer.lr it was trained with"
+            )
     else:
+        failed = None
         with torch.random.fork_rng(devices=[data.train.y.device] if data.train.y.is_cuda else []):
-            found = find_and_record(settings, copy.deepcopy(model), data, loss_fn, run_dir if world.main else None)
-        # every process ran the same test; rank 0's finding is the one kept, whatever the GPU's rounding did
-        mine = torch.tensor(
-            [found["suggested_lr"] if world.main else 0.0], dtype=torch.float64, device=data.train.y.device
-        )
-        lr = float(world.sum_(mine))
+            try:
+                found = find_and_record(settings, copy.deepcopy(model), data, loss_fn, run_dir if world.main else None)
+            except DivergedError as exc:
+                found, failed = {"suggested_lr": 0.0, "stopped": ""}, exc
+        # every process ran the same test; rank 0's finding is kept, whatever a GPU's rounding did, and a
+        # failure anywhere stops them all
+        mine = [found["suggested_lr"] if world.main else 0.0, float(failed is not None)]
+        lr, failures = world.sum_(torch.tensor(mine, dtype=torch.float64, device=data.train.y.device)).tolist()
+        if failures:
+            raise failed or DivergedError("the range test of optimizer.lr=auto failed in another process")
         log.info(f"optimizer.lr=auto: {lr:.3g}, the range test's suggestion ({found['stopped']}); see lr_find.png")
     settings = dataclasses.replace(settings, optimizer=with_lr(settings.optimizer, lr))
     return settings, {**config, "optimizer": {**config["optimizer"], "lr": lr}}
