@@ -297,7 +297,8 @@ def _refusal(folder: Path, option: str, resumes: bool, continues: bool) -> str |
     held = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     instead = f"write elsewhere with another {option} (or leave it out)"
     if option == "hydra.sweep.dir":
-        sweep = (folder / "multirun.yaml").is_file()
+        # the basic sweeper's record, or an Optuna study's (which writes none), or dlcli's summary of either
+        sweep = any((folder / name).is_file() for name in ("multirun.yaml", "optuna.db", "sweep.json"))
         if sweep and continues:  # trainer.resume=auto: each job's folder is kept, resumed or new (kept_job)
             return None
         resume = ", or continue that sweep with trainer.resume=auto" if sweep and resumes else ""
