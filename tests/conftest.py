@@ -209,6 +209,10 @@ def run_in_process(args: list[str], cwd: Path, env: dict) -> subprocess.Complete
         torch.set_default_dtype(dtype)
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
+        if "joblib" in sys.modules:  # the joblib launcher's workers outlive the command, in the folder it ran in
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
     return subprocess.CompletedProcess(["dlcli", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -46,7 +46,7 @@ CASES = [
     (["fit"], "unknown command 'fit'"),
     (["trian"], "did you mean train?"),
     # wrong types
-    (["train", "optimizer.lr=fast"], "optimizer.lr='fast' is invalid: expected a finite number"),
+    (["train", "optimizer.lr=fast"], "optimizer.lr='fast' is invalid: a number > 0, or auto"),
     (["train", "trainer.epochs=2.5"], "trainer.epochs=2.5 is invalid: expected an integer"),
     (["train", "trainer.batch_size=true"], "trainer.batch_size=True is invalid"),
     (["train", "model.width=[a,b]"], "model.width=['a', 'b'] is invalid"),
