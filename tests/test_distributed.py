@@ -119,6 +119,7 @@ def test_rank_0_alone_writes_to_the_tracker(runs):
     assert [p.step for p in accumulator.Scalars("val_acc")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_torchrun_equals_trainer_devices_in_one_folder(runs):
     assert len(runs["torchrun_folders"]) == 1, runs["torchrun_folders"]  # every rank followed rank 0's folder
     folder = runs["torchrun_folders"][0]

@@ -62,6 +62,7 @@ def sections(page: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
+@pytest.mark.slow
 def test_reference_lists_every_key_of_every_option():
     listed = sections((reference.REFERENCE / "configuration.md").read_text())
     missing = []
@@ -168,7 +169,12 @@ def test_the_pages_document_commands():
     assert {c.args[0] for c in COMMANDS_FOUND if c.args} >= {"train", "eval", "predict", "export", "report"}
 
 
-@pytest.mark.parametrize("command", list(UNIQUE.values()), ids=lambda c: c.where)
+# the README's commands in the quick loop, the site's with the full suite (CI runs both)
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param(c, marks=() if c.where.startswith("README") else pytest.mark.slow) for c in UNIQUE.values()],
+    ids=lambda c: c.where,
+)
 def test_documented_command(command, tmp_path, cache_dir):
     env = dlcli_env(cache_dir)
     for line in command.setup:

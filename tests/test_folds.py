@@ -3,6 +3,7 @@
 import json
 import statistics
 
+import pytest
 import torch
 
 from conftest import assert_one_line_error
@@ -39,6 +40,7 @@ def test_each_fold_s_validation_rows_are_apart_from_the_others_and_from_the_test
     assert all(torch.equal(b.test.x, bundles[0].test.x) for b in bundles)  # the test split untouched
 
 
+@pytest.mark.slow
 def test_a_five_fold_sweep_reports_the_mean_and_std_of_its_folds(dlcli, tmp_path):
     args = ["data.folds=5", "data.fold=range(5)", "trainer.epochs=1", "data.n_samples=500", "model.width=8"]
     proc = dlcli("train", "-m", *args, "trainer.progress=false", "hydra.sweep.dir=cv")

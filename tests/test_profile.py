@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from dlcli.profiling import ACTIVE
 
 RUN = ["trainer.epochs=1", "data.n_samples=600", "trainer.batch_size=16", "model.width=16", "trainer.progress=false"]
 
 
+@pytest.mark.slow
 def test_a_profiled_run_writes_a_trace_and_prints_the_top_operators(dlcli, tmp_path):
     proc = dlcli("train", *RUN, "trainer.profile=true", "hydra.run.dir=run")
     assert proc.returncode == 0, proc.stderr

@@ -218,6 +218,7 @@ def _imbalanced_csv(folder: Path) -> Path:
     return folder / "t.csv"
 
 
+@pytest.mark.slow
 def test_swa_averages_each_epoch_from_its_start_at_its_own_lr(dlcli, tmp_path):
     import torch
 

@@ -374,6 +374,7 @@ def test_each_policy_draws_for_each_image_on_its_own(policy):
     assert all((image == 0).any() for image in erased)  # every image has its rectangle of zeros
 
 
+@pytest.mark.slow
 def test_a_policy_and_erasing_train_from_the_cli(tmp_path, dlcli):
     root = write_images(tmp_path / "img", 30, size=8)
     run = ["data=image_folder", f"data.root={root}", "trainer.epochs=1", "trainer.progress=false"]

@@ -105,6 +105,7 @@ def test_a_joblib_sweep_killed_mid_job_continues_with_its_finished_jobs_kept(dlc
     assert rows(sweep / "3" / "metrics.jsonl") == rows(tmp_path / "whole" / "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_a_sweep_into_a_sweep_s_folder_is_refused_unless_it_continues_it(dlcli, tmp_path):
     args = [
         "-m",
