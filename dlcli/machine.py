@@ -73,6 +73,18 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def seed_all(seed: int) -> None:
+    """Python's, NumPy's and torch's generators from trainer.seed, as every command that builds a model seeds them."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def set_threads(threads: int, processes: int = 1) -> int:
     """torch's CPU threads: as configured, else the cores shared out among parallel sweep jobs and
     the processes of a multi-process run on this machine (two jobs with two threads each on two

@@ -1,7 +1,6 @@
 """`dlcli lr-find`: the learning-rate range test on the configured model, data and optimizer."""
 
 import logging
-import random
 from pathlib import Path
 
 import hydra
@@ -10,7 +9,7 @@ from omegaconf import DictConfig
 
 from dlcli.commands.guard import run_guarded
 from dlcli.data.builtin import check_sources
-from dlcli.machine import resolve_device, set_threads
+from dlcli.machine import resolve_device, seed_all, set_threads
 from dlcli.settings import ImageDataSettings, load_settings
 
 log = logging.getLogger("dlcli")
@@ -25,8 +24,6 @@ def find_lr(cfg: DictConfig) -> float:
     settings = load_settings(cfg)
     if isinstance(settings.data, ImageDataSettings):
         check_sources(settings.data.name, settings.data.root, settings.data.download)  # before torch's import
-    import numpy as np
-    import torch
 
     from dlcli.data import load_data
     from dlcli.losses import build_loss
@@ -36,9 +33,7 @@ def find_lr(cfg: DictConfig) -> float:
     t = settings.trainer
     set_threads(t.threads)
     device = resolve_device(t.device)
-    random.seed(t.seed)
-    np.random.seed(t.seed % 2**32)
-    torch.manual_seed(t.seed)  # as dlcli train seeds: the same weights as the run it is for
+    seed_all(t.seed)  # as dlcli train seeds: the same weights as the run it is for
     data = load_data(settings.data, t.seed, t.val_fraction, device)
     model, data = on_device(settings.model, data, device, t.channels_last)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

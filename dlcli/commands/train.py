@@ -7,7 +7,6 @@ With trainer.devices=N, or under torchrun, the same run_training runs in every p
 import copy
 import dataclasses
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dlcli.errors import ConfigError, Interrupted
 from dlcli.files import write_json
 from dlcli.layout import BEST, checkpoint_dir, last_checkpoint
 from dlcli.loggers import Logger, build_logger, finishing, start_tracking
-from dlcli.machine import peak_rss_mb, resolve_device, set_threads, versions
+from dlcli.machine import peak_rss_mb, resolve_device, seed_all, set_threads, versions
 from dlcli.plots import gradient_flow, gradient_through_time, learning_curves
 from dlcli.settings import (
     CrossEntropySettings,
@@ -73,7 +72,6 @@ def resume_command(run_dir: Path) -> str:
 
 def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = "") -> dict:
     started = time.perf_counter()
-    import numpy as np
     import torch
 
     from dlcli.averaging import build_average
@@ -100,9 +98,7 @@ def run_training(settings: Settings, config: dict, run_dir: Path, resume: str = 
     resume_path, resume_state = _resume_checkpoint(t.resume, run_dir, load_checkpoint)
     if resume_state is not None:
         check_resumable(resume_state, resume_path)
-    random.seed(t.seed)
-    np.random.seed(t.seed % 2**32)
-    torch.manual_seed(t.seed)
+    seed_all(t.seed)
 
     data = load_data(settings.data, t.seed, t.val_fraction, device, world.local_size)
     model, data = on_device(settings.model, data, device, settings.trainer.channels_last)
