@@ -548,7 +548,17 @@ def _number(value: Any, key: str) -> float:
     return float(value)
 
 
-def _check_lr_and_decay(lr: Any, weight_decay: float) -> None:
+def _learning_rate(lr: Any, weight_decay: float) -> Any:
+    """optimizer.lr as a float, or "auto"; checked with weight_decay, which has the same range for every class.
+
+    The schemas type lr as Any so that it may be auto, so OmegaConf no longer turns a quoted number
+    ('1e-3', or YAML's 1e-3 without a dot) into a float as it does for a float field: done here.
+    """
+    if isinstance(lr, str) and lr != "auto":
+        try:
+            lr = float(lr)
+        except ValueError:
+            pass
     require(
         lr == "auto" or (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0.0 < lr < math.inf),
         "optimizer.lr",
@@ -556,6 +566,7 @@ def _check_lr_and_decay(lr: Any, weight_decay: float) -> None:
         "a number > 0, or auto (dlcli lr-find's suggestion, found first)",
     )
     require(0.0 <= weight_decay < math.inf, "optimizer.weight_decay", weight_decay, "a number >= 0")
+    return lr
 
 
 @dataclass
@@ -567,7 +578,7 @@ class SGDSettings:
     weight_decay: float = 0.0  # coupled (added to the gradient), on weights only
 
     def __post_init__(self) -> None:
-        _check_lr_and_decay(self.lr, self.weight_decay)
+        self.lr = _learning_rate(self.lr, self.weight_decay)
         require(0.0 <= self.momentum < 1.0, "optimizer.momentum", self.momentum, "a number in [0, 1)")
         require(
             not self.nesterov or self.momentum > 0,
@@ -586,7 +597,7 @@ class AdamSettings:
     weight_decay: float = 0.0  # coupled (L2-style), on weights only
 
     def __post_init__(self) -> None:
-        _check_lr_and_decay(self.lr, self.weight_decay)
+        self.lr = _learning_rate(self.lr, self.weight_decay)
         require(
             len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
             "optimizer.betas",
@@ -613,7 +624,7 @@ class RMSpropSettings:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_lr_and_decay(self.lr, self.weight_decay)
+        self.lr = _learning_rate(self.lr, self.weight_decay)
         require(0.0 <= self.alpha < 1.0, "optimizer.alpha", self.alpha, "a number in [0, 1)")
         require(0.0 <= self.momentum < 1.0, "optimizer.momentum", self.momentum, "a number in [0, 1)")
         require(self.eps > 0, "optimizer.eps", self.eps, "a number > 0")
@@ -627,7 +638,7 @@ class AdagradSettings:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_lr_and_decay(self.lr, self.weight_decay)
+        self.lr = _learning_rate(self.lr, self.weight_decay)
         require(self.eps > 0, "optimizer.eps", self.eps, "a number > 0")
 
 
@@ -1046,11 +1057,11 @@ def _spec(group: str, section: dict) -> Any:
     if schema is None:
         kwargs = {k: v for k, v in section.items() if k != "_target_"}
         if group == "optimizer":  # whatever the class, these two mean the same and have the same range
-            lr = kwargs.get("lr", 1.0)
-            _check_lr_and_decay(
-                lr if lr == "auto" else _number(lr, "optimizer.lr"),
-                _number(kwargs.get("weight_decay", 0.0), "optimizer.weight_decay"),
+            lr = _learning_rate(
+                kwargs.get("lr", 1.0), _number(kwargs.get("weight_decay", 0.0), "optimizer.weight_decay")
             )
+            if "lr" in kwargs:
+                kwargs["lr"] = lr
         return Custom(target, kwargs)
     return build(schema, section, group)
 

@@ -103,6 +103,14 @@ def test_data_root_defaults_to_the_environment_variable(monkeypatch):
     assert isinstance(s.data, ImageDataSettings) and s.data.root == "/somewhere/data"
 
 
+@pytest.mark.parametrize("extra", [[], ["optimizer=sgd", "optimizer._target_=torch.optim.ASGD"]])
+def test_a_quoted_learning_rate_is_the_number(extra):
+    # lr is typed Any (it may be auto), so OmegaConf leaves '1e-3' a string: the settings turn it into the float
+    s = load_settings(compose_train(*extra, "optimizer.lr='1e-3'"))
+    lr = s.optimizer.lr if not extra else s.optimizer.kwargs["lr"]
+    assert lr == 1e-3 and isinstance(lr, float)
+
+
 BAD = [
     (["optimizer.lr=0"], "optimizer.lr=0"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1"),
