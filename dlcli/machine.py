@@ -7,6 +7,7 @@ It imports nothing of dlcli but its errors, so every module, however low, may us
 import importlib
 import os
 import platform
+import random
 import resource
 import sys
 from typing import Any
@@ -75,8 +76,6 @@ def resolve_device(name: str):
 
 def seed_all(seed: int) -> None:
     """Python's, NumPy's and torch's generators from trainer.seed, as every command that builds a model seeds them."""
-    import random
-
     import numpy as np
     import torch
 

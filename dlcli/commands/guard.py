@@ -182,6 +182,9 @@ def job_files(*, _root_: Any) -> str | None:
 OmegaConf.register_new_resolver("dlcli_job_files", job_files, replace=True)
 
 
+REFUSED = "refused_jobs.txt"  # in the sweep folder: the jobs keep_job refused, for the summary to count
+
+
 def keep_job(cfg: Any) -> float | None:
     """For a job job_files kept: its finished run's result (best_val_acc, what the sweep compares),
     or NaN with one line for a folder holding another job's run; said on the console only, since
@@ -207,9 +210,6 @@ def keep_job(cfg: Any) -> float | None:
     with open(Path(hydra.sweep.dir) / REFUSED, "a") as f:  # the sweep's summary counts them (SweepSummary)
         f.write(line + "\n")
     return float("nan")
-
-
-REFUSED = "refused_jobs.txt"  # in the sweep folder: the jobs keep_job refused, for the summary to count
 
 
 class RunFolder(Callback):
